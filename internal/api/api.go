@@ -1,0 +1,124 @@
+// Package api serves the service's HTTP API: the relying-party, device and
+// admin calls of DESIGN.md's wire contract, health checks, metrics and the
+// OpenAPI document. Handlers decode and validate requests, call the store,
+// and map every error to a status and stable code in one place (errors.go).
+package api
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/pushmfa/pushmfa/internal/account"
+	"github.com/pushmfa/pushmfa/internal/errs"
+	"github.com/pushmfa/pushmfa/internal/metrics"
+	"github.com/pushmfa/pushmfa/internal/postgres"
+)
+
+// Config is what the API needs from the server.
+type Config struct {
+	DB      *postgres.DB
+	Logger  *slog.Logger
+	Metrics *metrics.Metrics
+	// BootstrapAdminToken is the operator's global admin token ("" = none).
+	BootstrapAdminToken string
+	// AuthFailureLimit is how many failed authentications a source address
+	// may make per minute.
+	AuthFailureLimit int
+	// Ready reports whether the service can take traffic (database reachable,
+	// schema current, not shutting down).
+	Ready func(context.Context) error
+	// ServeMetrics puts /metrics on this handler (false when METRICS_ADDR
+	// moves it to its own listener).
+	ServeMetrics bool
+	// AllowHTTPLoopbackWebhooks accepts http:// webhook URLs on loopback
+	// hosts, for local development.
+	AllowHTTPLoopbackWebhooks bool
+}
+
+type handlers struct {
+	db                *postgres.DB
+	ready             func(context.Context) error
+	allowHTTPWebhooks bool
+}
+
+// New builds the HTTP handler.
+func New(cfg Config) (http.Handler, error) {
+	openAPI, err := openAPIHandler()
+	if err != nil {
+		return nil, err
+	}
+	h := &handlers{db: cfg.DB, ready: cfg.Ready, allowHTTPWebhooks: cfg.AllowHTTPLoopbackWebhooks}
+	auth := newAuthenticator(cfg.DB, cfg.BootstrapAdminToken, cfg.AuthFailureLimit, cfg.Metrics)
+
+	r := chi.NewRouter()
+	r.Use(requestID(cfg.Logger), observe(cfg.Metrics), recoverer)
+	r.NotFound(notFound)
+	r.MethodNotAllowed(methodNotAllowed(r))
+
+	r.Get("/healthz", h.healthz)
+	r.Get("/readyz", h.readyz)
+	r.Get("/openapi.json", openAPI)
+	if cfg.ServeMetrics {
+		r.Method(http.MethodGet, "/metrics", MetricsHandler(cfg.Metrics))
+	}
+
+	r.Route("/v1/admin", func(r chi.Router) {
+		r.Use(auth.require(account.KindAdmin))
+		r.Get("/tenants", h.listTenants)
+		r.Post("/tenants", h.createTenant)
+		r.Get("/tenants/{tenant}", h.getTenant)
+		r.Get("/tenants/{tenant}/policy", h.getPolicy)
+		r.Patch("/tenants/{tenant}/policy", h.patchPolicy)
+
+		r.Get("/applications", h.listApplications)
+		r.Post("/applications", h.createApplication)
+		r.Get("/applications/{id}", h.getApplication)
+		r.Patch("/applications/{id}", h.patchApplication)
+		r.Delete("/applications/{id}", h.deleteApplication)
+		r.Post("/applications/{id}/rotate-secret", h.rotateApplicationSecret)
+
+		r.Get("/users", h.listUsers)
+		r.Post("/users", h.createUser)
+		r.Get("/users/{user}", h.getUser)
+		r.Post("/users/{user}/lock", h.lockUser)
+		r.Post("/users/{user}/unlock", h.unlockUser)
+		r.Get("/users/{user}/devices", h.adminUserDevices)
+
+		r.Get("/tokens", h.listTokens)
+		r.Post("/tokens", h.createToken)
+		r.Delete("/tokens/{id}", h.revokeToken)
+
+		r.Get("/audit", h.listAudit)
+		r.Get("/audit/verify", h.verifyAudit)
+	})
+
+	r.Route("/v1", func(r chi.Router) {
+		r.Group(func(r chi.Router) {
+			r.Use(auth.require(account.KindApplication))
+			r.Get("/users/{user}/devices", h.rpUserDevices)
+		})
+	})
+	return r, nil
+}
+
+// MetricsHandler serves the registry in Prometheus's format.
+func MetricsHandler(m *metrics.Metrics) http.Handler {
+	return promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{Registry: m.Registry})
+}
+
+func (h *handlers) healthz(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (h *handlers) readyz(w http.ResponseWriter, r *http.Request) {
+	if err := h.ready(r.Context()); err != nil {
+		loggerFrom(r.Context()).Warn("not ready", "error", err.Error())
+		writeError(w, r, errs.E(errs.Unavailable, "not ready"))
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}

@@ -1,0 +1,139 @@
+package api
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/go-chi/httprate"
+
+	"github.com/pushmfa/pushmfa/internal/account"
+	"github.com/pushmfa/pushmfa/internal/credential"
+	"github.com/pushmfa/pushmfa/internal/errs"
+	"github.com/pushmfa/pushmfa/internal/metrics"
+	"github.com/pushmfa/pushmfa/internal/postgres"
+)
+
+// authWindow is the window over which failed authentications are counted.
+const authWindow = time.Minute
+
+// authenticator checks bearer credentials: the bootstrap admin token, minted
+// admin tokens and application secrets.
+type authenticator struct {
+	db *postgres.DB
+	// bootstrap is the SHA-256 of the bootstrap token, nil when there is none;
+	// comparing digests keeps the comparison constant-time whatever the
+	// presented token's length.
+	bootstrap []byte
+	failures  *httprate.RateLimiter
+	limit     int
+	metrics   *metrics.Metrics
+}
+
+func newAuthenticator(db *postgres.DB, bootstrapToken string, failureLimit int, m *metrics.Metrics) *authenticator {
+	a := &authenticator{
+		db:       db,
+		limit:    failureLimit,
+		metrics:  m,
+		failures: httprate.NewRateLimiter(failureLimit, authWindow, httprate.WithResponseHeaders(httprate.ResponseHeaders{})),
+	}
+	if bootstrapToken != "" {
+		d := sha256.Sum256([]byte(bootstrapToken))
+		a.bootstrap = d[:]
+	}
+	return a
+}
+
+// blocked reports whether the source address has failed too often lately.
+func (a *authenticator) blocked(r *http.Request) bool {
+	_, rate, err := a.failures.Status(clientIP(r))
+	return err == nil && rate >= float64(a.limit)
+}
+
+// fail counts a failed authentication against the source address.
+func (a *authenticator) fail(w http.ResponseWriter, r *http.Request, scheme string) {
+	a.failures.OnLimit(discardHeaders{}, r, clientIP(r))
+	a.metrics.AuthFailures.WithLabelValues(scheme, "unauthorized").Inc()
+}
+
+var errRateLimited = &errs.Error{Code: errs.RateLimited, RetryAfter: authWindow,
+	Message: "too many failed authentications from this address; try again later"}
+
+// require admits only principals of the given kind: no or bad credentials are
+// 401 unauthorized (never saying why), a valid credential of another kind is
+// 403 forbidden.
+func (a *authenticator) require(kind account.Kind) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if a.blocked(r) {
+				a.metrics.AuthFailures.WithLabelValues("bearer", "rate_limited").Inc()
+				writeError(w, r, errRateLimited)
+				return
+			}
+			p, err := a.authenticate(r.Context(), r.Header.Get("Authorization"))
+			if errors.Is(err, errs.ErrUnauthorized) {
+				a.fail(w, r, "bearer")
+				writeError(w, r, errs.E(errs.Unauthorized, "missing or invalid credentials"))
+				return
+			}
+			if err != nil {
+				writeError(w, r, err)
+				return
+			}
+			if p.Kind != kind {
+				a.metrics.AuthFailures.WithLabelValues("bearer", "forbidden").Inc()
+				writeError(w, r, errs.E(errs.Forbidden, "this credential cannot call this endpoint"))
+				return
+			}
+			ctx := context.WithValue(r.Context(), keyPrincipal, p)
+			ctx = context.WithValue(ctx, keyLogger, loggerFrom(ctx).With("principal", p.ID))
+			next.ServeHTTP(w, r.WithContext(ctx))
+		})
+	}
+}
+
+// authenticate resolves an Authorization header to a principal.
+func (a *authenticator) authenticate(ctx context.Context, header string) (account.Principal, error) {
+	scheme, token, ok := strings.Cut(header, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return account.Principal{}, errs.ErrUnauthorized
+	}
+	token = strings.TrimSpace(token)
+	if token == "" || len(token) > 512 {
+		return account.Principal{}, errs.ErrUnauthorized
+	}
+	if a.bootstrap != nil {
+		d := sha256.Sum256([]byte(token))
+		if credential.Equal(d[:], a.bootstrap) {
+			return account.Principal{Kind: account.KindAdmin, ID: account.BootstrapID}, nil
+		}
+	}
+	secret := credential.FromText(token)
+	kind, wellFormed := secret.Kind()
+	if !wellFormed {
+		return account.Principal{}, errs.ErrUnauthorized
+	}
+	switch kind {
+	case credential.AdminToken:
+		return a.db.AuthenticateAdminToken(ctx, secret.Digest())
+	case credential.AppSecret:
+		return a.db.AuthenticateApplication(ctx, secret.Digest())
+	}
+	return account.Principal{}, errs.ErrUnauthorized
+}
+
+// principal returns the request's authenticated caller.
+func principal(r *http.Request) account.Principal {
+	p, _ := r.Context().Value(keyPrincipal).(account.Principal)
+	return p
+}
+
+// discardHeaders lets the limiter count without touching the real response.
+type discardHeaders struct{}
+
+func (discardHeaders) Header() http.Header       { return http.Header{} }
+func (discardHeaders) Write([]byte) (int, error) { return 0, nil }
+func (discardHeaders) WriteHeader(int)           {}

@@ -1,0 +1,198 @@
+// Package jobs runs the service's durable background work on River, in the
+// same PostgreSQL database: pruning expired JWT ids and sealing the audit
+// chain now; push deliveries, webhooks and notifications as later parts of the
+// design add their workers here.
+package jobs
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+	"github.com/riverqueue/river/rivertype"
+
+	"github.com/pushmfa/pushmfa/internal/audit"
+	"github.com/pushmfa/pushmfa/internal/metrics"
+	"github.com/pushmfa/pushmfa/internal/postgres"
+)
+
+// Intervals of the periodic jobs. The audit scan runs often so that every
+// event is sealed within seconds of its commit.
+const (
+	pruneInterval      = time.Minute
+	auditScanInterval  = 2 * time.Second
+	auditHeadsInterval = 10 * time.Minute
+)
+
+// Config is what the workers need.
+type Config struct {
+	DB      *postgres.DB
+	Metrics *metrics.Metrics
+	Logger  *slog.Logger
+	// MaxWorkers bounds concurrent jobs in this process.
+	MaxWorkers int
+}
+
+// NewClient builds the River client with every worker and periodic job. The
+// caller starts and stops it.
+func NewClient(cfg Config) (*river.Client[pgx.Tx], error) {
+	workers := river.NewWorkers()
+	river.AddWorker(workers, &pruneJTIsWorker{db: cfg.DB, logger: cfg.Logger})
+	river.AddWorker(workers, &auditScanWorker{db: cfg.DB})
+	river.AddWorker(workers, &auditSealWorker{db: cfg.DB, metrics: cfg.Metrics, logger: cfg.Logger})
+	river.AddWorker(workers, &auditHeadsWorker{db: cfg.DB, metrics: cfg.Metrics, logger: cfg.Logger})
+
+	maxWorkers := cfg.MaxWorkers
+	if maxWorkers <= 0 {
+		maxWorkers = 20
+	}
+	periodic := func(every time.Duration, args river.JobArgs) *river.PeriodicJob {
+		return river.NewPeriodicJob(river.PeriodicInterval(every),
+			func() (river.JobArgs, *river.InsertOpts) { return args, nil },
+			&river.PeriodicJobOpts{RunOnStart: true})
+	}
+	client, err := river.NewClient(riverpgxv5.New(cfg.DB.Pool()), &river.Config{
+		Logger:  slog.New(warnOnly{cfg.Logger.Handler()}),
+		Queues:  map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: maxWorkers}},
+		Workers: workers,
+		PeriodicJobs: []*river.PeriodicJob{
+			periodic(pruneInterval, PruneJTIsArgs{}),
+			periodic(auditScanInterval, AuditScanArgs{}),
+			periodic(auditHeadsInterval, AuditHeadsArgs{}),
+		},
+		// Finished housekeeping jobs are of no interest for long.
+		CompletedJobRetentionPeriod: time.Hour,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("river client: %w", err)
+	}
+	return client, nil
+}
+
+// warnOnly keeps River's routine info lines out of the service log.
+type warnOnly struct{ slog.Handler }
+
+func (h warnOnly) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= slog.LevelWarn && h.Handler.Enabled(ctx, l)
+}
+
+// PruneJTIsArgs deletes expired JWT ids.
+type PruneJTIsArgs struct{}
+
+// Kind names the job.
+func (PruneJTIsArgs) Kind() string { return "prune_jtis" }
+
+type pruneJTIsWorker struct {
+	river.WorkerDefaults[PruneJTIsArgs]
+	db     *postgres.DB
+	logger *slog.Logger
+}
+
+func (w *pruneJTIsWorker) Work(ctx context.Context, _ *river.Job[PruneJTIsArgs]) error {
+	n, err := w.db.PruneJTIs(ctx)
+	if err != nil {
+		return err
+	}
+	if n > 0 {
+		w.logger.Debug("pruned expired JWT ids", "count", n)
+	}
+	return nil
+}
+
+// AuditScanArgs finds tenants with unsealed audit events and queues a seal
+// job for each.
+type AuditScanArgs struct{}
+
+// Kind names the job.
+func (AuditScanArgs) Kind() string { return "audit_seal_scan" }
+
+type auditScanWorker struct {
+	river.WorkerDefaults[AuditScanArgs]
+	db *postgres.DB
+}
+
+func (w *auditScanWorker) Work(ctx context.Context, _ *river.Job[AuditScanArgs]) error {
+	tenants, err := w.db.TenantsWithUnsealedAudit(ctx)
+	if err != nil || len(tenants) == 0 {
+		return err
+	}
+	params := make([]river.InsertManyParams, len(tenants))
+	for i, t := range tenants {
+		params[i] = river.InsertManyParams{Args: AuditSealArgs{TenantID: t}}
+	}
+	_, err = river.ClientFromContext[pgx.Tx](ctx).InsertMany(ctx, params)
+	return err
+}
+
+// AuditSealArgs chains one tenant's unsealed audit events. It is unique per
+// tenant while queued or running, so one tenant's sealing never piles up.
+type AuditSealArgs struct {
+	TenantID string `json:"tenant_id"`
+}
+
+// Kind names the job.
+func (AuditSealArgs) Kind() string { return "audit_seal" }
+
+// InsertOpts makes the job unique per tenant.
+func (AuditSealArgs) InsertOpts() river.InsertOpts {
+	return river.InsertOpts{UniqueOpts: river.UniqueOpts{ByArgs: true, ByState: []rivertype.JobState{
+		rivertype.JobStateAvailable, rivertype.JobStatePending, rivertype.JobStateRunning,
+		rivertype.JobStateRetryable, rivertype.JobStateScheduled,
+	}}}
+}
+
+type auditSealWorker struct {
+	river.WorkerDefaults[AuditSealArgs]
+	db      *postgres.DB
+	metrics *metrics.Metrics
+	logger  *slog.Logger
+}
+
+func (w *auditSealWorker) Work(ctx context.Context, job *river.Job[AuditSealArgs]) error {
+	n, head, err := w.db.SealAudit(ctx, job.Args.TenantID)
+	if err != nil {
+		return err
+	}
+	if n > 0 {
+		w.metrics.AuditSealed.Add(float64(n))
+		exportHead(w.metrics, w.logger, head)
+	}
+	return nil
+}
+
+// AuditHeadsArgs exports every tenant's chain head now and then, so a head
+// is on record even when nothing new was sealed.
+type AuditHeadsArgs struct{}
+
+// Kind names the job.
+func (AuditHeadsArgs) Kind() string { return "audit_heads" }
+
+type auditHeadsWorker struct {
+	river.WorkerDefaults[AuditHeadsArgs]
+	db      *postgres.DB
+	metrics *metrics.Metrics
+	logger  *slog.Logger
+}
+
+func (w *auditHeadsWorker) Work(ctx context.Context, _ *river.Job[AuditHeadsArgs]) error {
+	heads, err := w.db.AuditHeads(ctx)
+	if err != nil {
+		return err
+	}
+	for _, h := range heads {
+		exportHead(w.metrics, w.logger, h)
+	}
+	return nil
+}
+
+// exportHead publishes a chain head as a log line and a metric, so it can be
+// anchored outside the database.
+func exportHead(m *metrics.Metrics, logger *slog.Logger, h postgres.AuditHead) {
+	hash := audit.Hex(h.Hash)
+	m.SetAuditHead(h.TenantSlug, h.Seq, hash)
+	logger.Info("audit chain head", "tenant", h.TenantSlug, "head_seq", h.Seq, "head_hash", hash)
+}

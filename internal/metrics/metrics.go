@@ -1,0 +1,101 @@
+// Package metrics defines the service's Prometheus metrics on a registry the
+// server owns (no global registry), and the collector for pool statistics.
+package metrics
+
+import (
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// Metrics holds every metric the service exports.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	HTTPRequests *prometheus.CounterVec
+	HTTPDuration *prometheus.HistogramVec
+	AuthFailures *prometheus.CounterVec
+
+	AuditHeadSeq  *prometheus.GaugeVec
+	AuditHeadHash *prometheus.GaugeVec
+	AuditSealed   prometheus.Counter
+}
+
+// New registers the metrics, the Go runtime's and the process's on a fresh
+// registry.
+func New() *Metrics {
+	reg := prometheus.NewRegistry()
+	m := &Metrics{
+		Registry: reg,
+		HTTPRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pushmfa_http_requests_total",
+			Help: "HTTP requests by method, route pattern and status code.",
+		}, []string{"method", "route", "status"}),
+		HTTPDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "pushmfa_http_request_duration_seconds",
+			Help:    "HTTP request latency by method and route pattern.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
+		}, []string{"method", "route"}),
+		AuthFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pushmfa_auth_failures_total",
+			Help: "Failed authentications by credential scheme (bearer, device) and outcome (unauthorized, forbidden, rate_limited).",
+		}, []string{"scheme", "outcome"}),
+		AuditHeadSeq: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "pushmfa_audit_chain_head_seq",
+			Help: "Sequence number of the last sealed audit event, per tenant.",
+		}, []string{"tenant"}),
+		AuditHeadHash: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "pushmfa_audit_chain_head_info",
+			Help: "Always 1; the hash label is the head of the tenant's audit chain, to anchor it outside the database.",
+		}, []string{"tenant", "hash"}),
+		AuditSealed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "pushmfa_audit_events_sealed_total",
+			Help: "Audit events chained by the sealer.",
+		}),
+	}
+	reg.MustRegister(m.HTTPRequests, m.HTTPDuration, m.AuthFailures, m.AuditHeadSeq, m.AuditHeadHash, m.AuditSealed,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// SetAuditHead exports a tenant's chain head, replacing the previous hash
+// label so only the current head is exported.
+func (m *Metrics) SetAuditHead(tenant string, seq int64, hash string) {
+	m.AuditHeadSeq.WithLabelValues(tenant).Set(float64(seq))
+	m.AuditHeadHash.DeletePartialMatch(prometheus.Labels{"tenant": tenant})
+	m.AuditHeadHash.WithLabelValues(tenant, hash).Set(1)
+}
+
+// RegisterPool exports a pgx pool's statistics.
+func (m *Metrics) RegisterPool(pool *pgxpool.Pool) error {
+	return m.Registry.Register(poolCollector{pool: pool})
+}
+
+var (
+	poolAcquired = prometheus.NewDesc("pushmfa_db_pool_acquired_connections", "Connections in use.", nil, nil)
+	poolIdle     = prometheus.NewDesc("pushmfa_db_pool_idle_connections", "Idle connections.", nil, nil)
+	poolTotal    = prometheus.NewDesc("pushmfa_db_pool_total_connections", "Open connections.", nil, nil)
+	poolMax      = prometheus.NewDesc("pushmfa_db_pool_max_connections", "Pool size limit.", nil, nil)
+	poolAcquires = prometheus.NewDesc("pushmfa_db_pool_acquires_total", "Successful acquires.", nil, nil)
+	poolEmpty    = prometheus.NewDesc("pushmfa_db_pool_empty_acquires_total", "Acquires that had to wait for a connection.", nil, nil)
+	poolWait     = prometheus.NewDesc("pushmfa_db_pool_acquire_wait_seconds_total", "Time spent waiting for a connection.", nil, nil)
+)
+
+type poolCollector struct{ pool *pgxpool.Pool }
+
+func (c poolCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{poolAcquired, poolIdle, poolTotal, poolMax, poolAcquires, poolEmpty, poolWait} {
+		ch <- d
+	}
+}
+
+func (c poolCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.pool.Stat()
+	ch <- prometheus.MustNewConstMetric(poolAcquired, prometheus.GaugeValue, float64(s.AcquiredConns()))
+	ch <- prometheus.MustNewConstMetric(poolIdle, prometheus.GaugeValue, float64(s.IdleConns()))
+	ch <- prometheus.MustNewConstMetric(poolTotal, prometheus.GaugeValue, float64(s.TotalConns()))
+	ch <- prometheus.MustNewConstMetric(poolMax, prometheus.GaugeValue, float64(s.MaxConns()))
+	ch <- prometheus.MustNewConstMetric(poolAcquires, prometheus.CounterValue, float64(s.AcquireCount()))
+	ch <- prometheus.MustNewConstMetric(poolEmpty, prometheus.CounterValue, float64(s.EmptyAcquireCount()))
+	ch <- prometheus.MustNewConstMetric(poolWait, prometheus.CounterValue, s.AcquireDuration().Seconds())
+}

@@ -1,0 +1,132 @@
+// Package postgres holds all of the service's SQL. It implements the domain's
+// operations on PostgreSQL through pgx, each act in one transaction together
+// with its audit event, and translates database errors into domain errors so
+// that no pgx or pgconn error leaves the package.
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/pushmfa/pushmfa/internal/seal"
+)
+
+// defaultMaxConns is the pool size when DATABASE_URL does not set
+// pool_max_conns: enough for request handlers plus River's workers.
+const defaultMaxConns = 16
+
+// Connect opens a pool and waits, up to timeout, for the database to answer.
+// Failures that waiting cannot fix (bad password, unknown database) return at
+// once.
+func Connect(ctx context.Context, url string, timeout time.Duration, logger *slog.Logger) (*pgxpool.Pool, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		// pgx's parse errors can quote the URL, password included: say less.
+		return nil, errors.New("DATABASE_URL cannot be parsed as a PostgreSQL connection string")
+	}
+	if _, set := cfg.ConnConfig.RuntimeParams["application_name"]; !set {
+		cfg.ConnConfig.RuntimeParams["application_name"] = "pushmfa"
+	}
+	if !strings.Contains(url, "pool_max_conns") {
+		cfg.MaxConns = defaultMaxConns
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("open database pool: %w", err)
+	}
+	deadline := time.Now().Add(timeout)
+	for {
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err = pool.Ping(pctx)
+		cancel()
+		if err == nil {
+			return pool, nil
+		}
+		if permanent(err) || time.Now().After(deadline) || ctx.Err() != nil {
+			pool.Close()
+			return nil, fmt.Errorf("connect to database at %s:%d (waited %s): %w",
+				cfg.ConnConfig.Host, cfg.ConnConfig.Port, timeout, err)
+		}
+		logger.Info("waiting for the database", "host", cfg.ConnConfig.Host, "port", cfg.ConnConfig.Port, "error", err.Error())
+		select {
+		case <-ctx.Done():
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+// permanent reports errors that retrying will not fix: the server answered
+// and refused us.
+func permanent(err error) bool {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch pgErr.Code[:2] {
+		case "28", "3D": // invalid authorization, invalid catalog (no such database)
+			return true
+		}
+	}
+	return false
+}
+
+// DB implements the service's operations on a pool.
+type DB struct {
+	pool   *pgxpool.Pool
+	keys   *seal.Keyring
+	logger *slog.Logger
+}
+
+// New wraps a pool. keys seals and opens recoverable secrets.
+func New(pool *pgxpool.Pool, keys *seal.Keyring, logger *slog.Logger) *DB {
+	return &DB{pool: pool, keys: keys, logger: logger}
+}
+
+// Pool returns the underlying pool (for River and health checks).
+func (db *DB) Pool() *pgxpool.Pool { return db.pool }
+
+// querier is what both a pool and a transaction offer, so helpers compose
+// inside one transaction.
+type querier interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// Transact runs fn in a transaction, committing when it returns nil. It
+// retries serialization failures and deadlocks, which are safe to retry
+// because fn starts over from nothing.
+func (db *DB) Transact(ctx context.Context, fn func(pgx.Tx) error) error {
+	for attempt := 1; ; attempt++ {
+		err := pgx.BeginFunc(ctx, db.pool, fn)
+		var pgErr *pgconn.PgError
+		if attempt < 4 && errors.As(err, &pgErr) && (pgErr.Code == "40001" || pgErr.Code == "40P01") {
+			continue
+		}
+		return err
+	}
+}
+
+// Ping checks that the database answers.
+func (db *DB) Ping(ctx context.Context) error { return db.pool.Ping(ctx) }
+
+// Postgres error codes we translate.
+const (
+	uniqueViolation     = "23505"
+	foreignKeyViolation = "23503"
+	checkViolation      = "23514"
+)
+
+func pgCode(err error) (code, constraint string) {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return pgErr.Code, pgErr.ConstraintName
+	}
+	return "", ""
+}

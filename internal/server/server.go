@@ -1,0 +1,353 @@
+// Package server wires the service together: the database (the embedded
+// local cluster or DATABASE_URL), migrations, the River client, the HTTP API,
+// and graceful shutdown. cmd/server is a thin main around Run; tests start a
+// Server on 127.0.0.1:0.
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
+
+	"github.com/pushmfa/pushmfa/internal/api"
+	"github.com/pushmfa/pushmfa/internal/config"
+	"github.com/pushmfa/pushmfa/internal/jobs"
+	"github.com/pushmfa/pushmfa/internal/localpg"
+	"github.com/pushmfa/pushmfa/internal/metrics"
+	"github.com/pushmfa/pushmfa/internal/postgres"
+	"github.com/pushmfa/pushmfa/internal/seal"
+)
+
+// embeddedDatabase is the database the server uses in its own cluster.
+const embeddedDatabase = "pushmfa"
+
+// Server is a running service.
+type Server struct {
+	cfg      *config.Config
+	logger   *slog.Logger
+	cluster  *localpg.Cluster // nil with DATABASE_URL
+	dataLock *os.File
+	pool     *pgxpool.Pool
+	db       *postgres.DB
+	river    *river.Client[pgx.Tx]
+	metrics  *metrics.Metrics
+	versions postgres.SchemaVersions
+	httpSrv  *http.Server
+	metSrv   *http.Server
+	addr     string
+	served   chan error
+	draining atomic.Bool
+	cleanup  []func(context.Context) error
+}
+
+// Run starts the server and serves until ctx is cancelled (SIGINT/SIGTERM),
+// then shuts down gracefully.
+func Run(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
+	s, err := Start(ctx, cfg, logger)
+	if err != nil {
+		return err
+	}
+	select {
+	case <-ctx.Done():
+		logger.Info("shutting down", "timeout", cfg.ShutdownTimeout.String())
+	case err = <-s.served:
+		logger.Error("server stopped serving", "error", err)
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
+	defer cancel()
+	if serr := s.Shutdown(sctx); serr != nil {
+		return errors.Join(err, serr)
+	}
+	return err
+}
+
+// Start brings the service up and returns once it is listening. On error,
+// everything already started is stopped again (the local cluster included).
+func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *Server, err error) {
+	s := &Server{cfg: cfg, logger: logger, served: make(chan error, 2)}
+	defer func() {
+		if err != nil {
+			s.unwind(context.WithoutCancel(ctx))
+		}
+	}()
+
+	dbURL, masterKey := cfg.DatabaseURL, cfg.MasterKey
+	if cfg.Embedded() {
+		if dbURL, masterKey, err = s.startEmbedded(ctx); err != nil {
+			return nil, err
+		}
+	}
+	keys, err := seal.NewKeyring(masterKey, cfg.PreviousMasterKeys...)
+	if err != nil {
+		return nil, err
+	}
+	if s.versions, err = postgres.ExpectedVersions(); err != nil {
+		return nil, err
+	}
+	if s.pool, err = postgres.Connect(ctx, dbURL, cfg.DatabaseConnectTimeout, logger); err != nil {
+		return nil, err
+	}
+	s.defer_(func(context.Context) error { s.pool.Close(); return nil })
+	if err := postgres.Migrate(ctx, s.pool, logger); err != nil {
+		return nil, err
+	}
+	s.db = postgres.New(s.pool, keys, logger)
+	s.metrics = metrics.New()
+	if err := s.metrics.RegisterPool(s.pool); err != nil {
+		return nil, err
+	}
+
+	if s.river, err = jobs.NewClient(jobs.Config{DB: s.db, Metrics: s.metrics, Logger: logger}); err != nil {
+		return nil, err
+	}
+	// River runs until Stop; its start context must outlive this call.
+	if err := s.river.Start(context.WithoutCancel(ctx)); err != nil {
+		return nil, fmt.Errorf("start job queue: %w", err)
+	}
+	s.defer_(s.river.Stop)
+
+	if err := s.serve(); err != nil {
+		return nil, err
+	}
+	logger.Info("serving", "addr", s.addr, "public_url", cfg.PublicURL.String(), "embedded_database", cfg.Embedded(),
+		"tls", cfg.TLSCertFile != "")
+	return s, nil
+}
+
+func (s *Server) serve() error {
+	handler, err := api.New(api.Config{
+		DB: s.db, Logger: s.logger, Metrics: s.metrics,
+		BootstrapAdminToken: s.cfg.BootstrapAdminToken,
+		AuthFailureLimit:    s.cfg.AuthFailureLimit,
+		Ready:               s.ready,
+		ServeMetrics:        s.cfg.MetricsAddr == "",
+	})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", s.cfg.ListenAddr)
+	if err != nil {
+		return fmt.Errorf("LISTEN_ADDR %s: %w", s.cfg.ListenAddr, err)
+	}
+	s.addr = ln.Addr().String()
+	s.httpSrv = &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		// Long-polls hold a response for up to 60 s.
+		WriteTimeout:   90 * time.Second,
+		IdleTimeout:    120 * time.Second,
+		MaxHeaderBytes: 64 << 10,
+		ErrorLog:       slog.NewLogLogger(s.logger.Handler(), slog.LevelWarn),
+	}
+	if s.cfg.TLSCertFile != "" {
+		cert, err := tls.LoadX509KeyPair(s.cfg.TLSCertFile, s.cfg.TLSKeyFile)
+		if err != nil {
+			_ = ln.Close()
+			return fmt.Errorf("TLS_CERT_FILE: %w", err)
+		}
+		s.httpSrv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
+		ln = tls.NewListener(ln, s.httpSrv.TLSConfig)
+	}
+	go func() { s.served <- s.httpSrv.Serve(ln) }()
+	s.defer_(s.httpSrv.Shutdown)
+
+	if s.cfg.MetricsAddr != "" {
+		mln, err := net.Listen("tcp", s.cfg.MetricsAddr)
+		if err != nil {
+			return fmt.Errorf("METRICS_ADDR %s: %w", s.cfg.MetricsAddr, err)
+		}
+		s.metSrv = &http.Server{Handler: api.MetricsHandler(s.metrics), ReadHeaderTimeout: 10 * time.Second}
+		go func() { s.served <- s.metSrv.Serve(mln) }()
+		s.defer_(s.metSrv.Shutdown)
+	}
+	return nil
+}
+
+// ready is /readyz: not while draining, and only with the database up and
+// its schema exactly what this binary expects.
+func (s *Server) ready(ctx context.Context) error {
+	if s.draining.Load() {
+		return errors.New("shutting down")
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	return s.db.CheckVersions(ctx, s.versions)
+}
+
+// Addr is the address the API listens on.
+func (s *Server) Addr() string { return s.addr }
+
+// DB exposes the store (for tests and tools built on the server).
+func (s *Server) DB() *postgres.DB { return s.db }
+
+// Shutdown stops accepting requests, drains those in flight, stops the job
+// queue, closes the pool and stops the local cluster if this process
+// started it.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.draining.Store(true)
+	return s.unwind(ctx)
+}
+
+func (s *Server) defer_(f func(context.Context) error) { s.cleanup = append(s.cleanup, f) }
+
+// unwind runs the cleanups in reverse order of their setup.
+func (s *Server) unwind(ctx context.Context) error {
+	var errs []error
+	for i := len(s.cleanup) - 1; i >= 0; i-- {
+		if err := s.cleanup[i](ctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errs = append(errs, err)
+		}
+	}
+	s.cleanup = nil
+	return errors.Join(errs...)
+}
+
+// startEmbedded prepares DATA_DIR, its master key and the private cluster,
+// and returns the cluster's URL and the master key.
+func (s *Server) startEmbedded(ctx context.Context) (string, []byte, error) {
+	dir := s.cfg.DataDir
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", nil, fmt.Errorf("DATA_DIR %s cannot be created: %w", dir, err)
+	}
+	if err := checkWritable(dir); err != nil {
+		return "", nil, err
+	}
+	lock, err := lockDir(dir)
+	if err != nil {
+		return "", nil, err
+	}
+	s.dataLock = lock
+	s.defer_(func(context.Context) error { return lock.Close() })
+
+	key := s.cfg.MasterKey
+	if key == nil {
+		if key, err = loadOrCreateKey(filepath.Join(dir, "master.key"), s.logger); err != nil {
+			return "", nil, err
+		}
+	}
+	password, err := loadOrCreateSecretFile(filepath.Join(dir, "pg-password"))
+	if err != nil {
+		return "", nil, err
+	}
+	cluster, err := localpg.New(localpg.Options{Dir: filepath.Join(dir, "pg"), BinDir: s.cfg.PGBinDir,
+		Password: password, Logger: s.logger})
+	if err != nil {
+		return "", nil, err
+	}
+	created, err := cluster.Init(ctx)
+	if err != nil {
+		return "", nil, err
+	}
+	if created {
+		s.logger.Info("initialised the local database cluster", "dir", cluster.Dir())
+	}
+	if err := cluster.Start(ctx); err != nil {
+		return "", nil, err
+	}
+	s.cluster = cluster
+	s.defer_(cluster.Stop)
+	if err := ensureDatabase(ctx, cluster.URL("postgres"), embeddedDatabase); err != nil {
+		return "", nil, err
+	}
+	return cluster.URL(embeddedDatabase), key, nil
+}
+
+func checkWritable(dir string) error {
+	f, err := os.CreateTemp(dir, ".write-test-*")
+	if err != nil {
+		return fmt.Errorf("DATA_DIR %s is not writable: %w", dir, errors.Unwrap(err))
+	}
+	name := f.Name()
+	_ = f.Close()
+	return os.Remove(name)
+}
+
+// lockDir takes an exclusive lock on DATA_DIR so two servers never share one
+// local cluster (each would stop it under the other).
+func lockDir(dir string) (*os.File, error) {
+	f, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("DATA_DIR %s: %w", dir, err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		_ = f.Close()
+		return nil, fmt.Errorf("DATA_DIR %s is in use by another server process", dir)
+	}
+	return f, nil
+}
+
+// loadOrCreateKey reads the generated master key, making it on first start.
+func loadOrCreateKey(path string, logger *slog.Logger) ([]byte, error) {
+	text, err := loadOrCreateSecretFile(path)
+	if err != nil {
+		return nil, err
+	}
+	key, err := base64.StdEncoding.DecodeString(text)
+	if err != nil || len(key) != seal.KeySize {
+		return nil, fmt.Errorf("%s does not hold a 32-byte base64 master key", path)
+	}
+	return key, nil
+}
+
+// loadOrCreateSecretFile reads a secret kept in DATA_DIR, or writes a fresh
+// random one (32 bytes, base64) with mode 0600.
+func loadOrCreateSecretFile(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err == nil {
+		return strings.TrimSpace(string(b)), nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("read %s: %w", path, err)
+	}
+	raw := make([]byte, 32)
+	if _, err := rand.Read(raw); err != nil {
+		return "", err
+	}
+	text := base64.StdEncoding.EncodeToString(raw)
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return "", fmt.Errorf("create %s: %w", path, err)
+	}
+	if _, err := f.WriteString(text + "\n"); err != nil {
+		_ = f.Close()
+		return "", fmt.Errorf("write %s: %w", path, err)
+	}
+	return text, f.Close()
+}
+
+// ensureDatabase creates the service's database in the local cluster.
+func ensureDatabase(ctx context.Context, adminURL, name string) error {
+	conn, err := pgx.Connect(ctx, adminURL)
+	if err != nil {
+		return fmt.Errorf("connect to the local cluster: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	var exists bool
+	if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)`, name).Scan(&exists); err != nil {
+		return fmt.Errorf("look for database %s: %w", name, err)
+	}
+	if exists {
+		return nil
+	}
+	if _, err := conn.Exec(ctx, `CREATE DATABASE `+pgx.Identifier{name}.Sanitize()); err != nil {
+		return fmt.Errorf("create database %s: %w", name, err)
+	}
+	return nil
+}
