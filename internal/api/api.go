@@ -55,7 +55,7 @@ func New(cfg Config) (http.Handler, error) {
 	auth := newAuthenticator(cfg.DB, cfg.BootstrapAdminToken, cfg.AuthFailureLimit, cfg.Metrics)
 
 	r := chi.NewRouter()
-	r.Use(requestID(cfg.Logger), observe(cfg.Metrics), recoverer)
+	r.Use(requestID(cfg.Logger), observe(cfg.Metrics), recoverer, checkQuery)
 	r.NotFound(notFound)
 	r.MethodNotAllowed(methodNotAllowed(r))
 

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"regexp"
 	"runtime/debug"
 	"strconv"
@@ -98,6 +99,18 @@ func recoverer(next http.Handler) http.Handler {
 			loggerFrom(r.Context()).Error("panic serving request", "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
 			writeError(w, r, fmt.Errorf("panic: %v", v))
 		}()
+		next.ServeHTTP(w, r)
+	})
+}
+
+// checkQuery refuses a malformed query string, which net/url would
+// otherwise silently drop (turning "?cursor=%%" into no cursor at all).
+func checkQuery(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, err := url.ParseQuery(r.URL.RawQuery); err != nil {
+			writeError(w, r, errs.E(errs.InvalidRequest, "malformed query string"))
+			return
+		}
 		next.ServeHTTP(w, r)
 	})
 }

@@ -477,11 +477,12 @@ func userByName(ctx context.Context, q querier, tenantID, name string, lock bool
 	return u, nil
 }
 
-// Users lists a tenant's users by name, starting after the name `after`.
+// Users lists a tenant's users by name (byte order, whatever the database's
+// collation), starting after the name `after`.
 // It returns at most limit users and whether there are more.
 func (db *DB) Users(ctx context.Context, tenantID, after string, limit int) ([]account.User, bool, error) {
 	rows, err := db.pool.Query(ctx, `SELECT `+userColumns+` FROM users
-		WHERE tenant_id = $1 AND name > $2 ORDER BY name COLLATE "C" LIMIT $3`, tenantID, after, limit+1)
+		WHERE tenant_id = $1 AND name COLLATE "C" > $2 ORDER BY name COLLATE "C" LIMIT $3`, tenantID, after, limit+1)
 	if err != nil {
 		return nil, false, fmt.Errorf("list users: %w", err)
 	}
