@@ -103,7 +103,9 @@ func TestPolicy(t *testing.T) {
 		r := e.Do(t, apitest.Req{Method: "PATCH", Path: "/v1/admin/tenants/default/policy", Token: e.Bootstrap, Body: tc.body,
 			Header: map[string]string{"Content-Type": "application/json"}})
 		want(t, r, http.StatusBadRequest, tc.code)
-		var er struct{ Error struct{ Field, Message string } }
+		var er struct {
+			Error struct{ Field, Message string }
+		}
 		r.Decode(t, &er)
 		if er.Error.Field != tc.field || (tc.field != "" && !strings.Contains(er.Error.Message, tc.field)) {
 			t.Errorf("%s: error %+v does not name %q", tc.body, er.Error, tc.field)

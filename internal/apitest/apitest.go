@@ -249,8 +249,8 @@ func CheckResponse(t testing.TB, req *http.Request, resp *Response) {
 	in := &openapi3filter.ResponseValidationInput{
 		RequestValidationInput: &openapi3filter.RequestValidationInput{Request: req, PathParams: params, Route: route,
 			Options: &openapi3filter.Options{AuthenticationFunc: openapi3filter.NoopAuthenticationFunc}},
-		Status: resp.Status,
-		Header: resp.Header,
+		Status:  resp.Status,
+		Header:  resp.Header,
 		Options: &openapi3filter.Options{IncludeResponseStatus: true, MultiError: true},
 	}
 	in.SetBodyBytes(resp.Body)

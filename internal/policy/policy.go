@@ -32,10 +32,14 @@ type Policy struct {
 }
 
 // ChallengeTTL is the challenge lifetime as a duration.
-func (p Policy) ChallengeTTL() time.Duration { return time.Duration(p.ChallengeTTLSeconds) * time.Second }
+func (p Policy) ChallengeTTL() time.Duration {
+	return time.Duration(p.ChallengeTTLSeconds) * time.Second
+}
 
 // EnrollmentTTL is the activation code lifetime as a duration.
-func (p Policy) EnrollmentTTL() time.Duration { return time.Duration(p.EnrollmentTTLSeconds) * time.Second }
+func (p Policy) EnrollmentTTL() time.Duration {
+	return time.Duration(p.EnrollmentTTLSeconds) * time.Second
+}
 
 // field describes one policy field: its default and what values it allows.
 type field struct {
