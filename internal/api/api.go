@@ -66,8 +66,10 @@ func New(cfg Config) (http.Handler, error) {
 		r.Method(http.MethodGet, "/metrics", MetricsHandler(cfg.Metrics))
 	}
 
+	// Auth is applied in groups (after routing) rather than on sub-routers,
+	// so that metrics and logs of refused calls carry their full route.
 	r.Route("/v1/admin", func(r chi.Router) {
-		r.Use(auth.require(account.KindAdmin))
+		r = r.With(auth.require(account.KindAdmin))
 		r.Get("/tenants", h.listTenants)
 		r.Post("/tenants", h.createTenant)
 		r.Get("/tenants/{tenant}", h.getTenant)

@@ -74,6 +74,11 @@ func unmarshalStrict(body []byte, dst any) error {
 	if !utf8.Valid(body) {
 		return errs.E(errs.InvalidJSON, "request body is not valid UTF-8")
 	}
+	// Every body the API takes is an object; json.Decode would take "null"
+	// as a silent no-op.
+	if t := bytes.TrimLeft(body, " \t\r\n"); len(t) == 0 || t[0] != '{' {
+		return errs.E(errs.InvalidRequest, "request body must be a JSON object")
+	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(dst); err != nil {
