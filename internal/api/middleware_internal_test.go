@@ -25,7 +25,9 @@ func TestRecovererAnswers500AndLogs(t *testing.T) {
 	if rec.Code != 500 {
 		t.Fatalf("status %d", rec.Code)
 	}
-	var body struct{ Error struct{ Code, Message string } }
+	var body struct {
+		Error struct{ Code, Message string }
+	}
 	if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil || body.Error.Code != "internal" {
 		t.Fatalf("body %s", rec.Body)
 	}
@@ -77,7 +79,9 @@ func TestWriteErrorMapsUnknownTo500(t *testing.T) {
 	} {
 		rec := httptest.NewRecorder()
 		writeError(rec, httptest.NewRequest("GET", "/", nil), tc.err)
-		var body struct{ Error struct{ Code, Message string } }
+		var body struct {
+			Error struct{ Code, Message string }
+		}
 		_ = json.Unmarshal(rec.Body.Bytes(), &body)
 		if rec.Code != tc.status || body.Error.Code != tc.code {
 			t.Errorf("%v: %d %s", tc.err, rec.Code, rec.Body)
