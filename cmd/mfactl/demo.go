@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -175,30 +176,25 @@ func saveState(path string, st demoState) error {
 
 func printDemo(w io.Writer, url, statePath string, st demoState) {
 	line := strings.Repeat("-", 78)
-	fmt.Fprintf(w, `
-%s
-pushmfa is running at %s
-(embedded PostgreSQL under DATA_DIR; pushes go to the logging provider)
-
-Demo credentials for this machine (kept in %s):
-  admin token         %s
-  application         %s (%s)
-  application secret  %s
-  demo user           %s
-
-Try it (in another terminal, from this directory):
-  export MFACTL_URL=%s MFACTL_TOKEN=%s
-  ./bin/mfactl apps create "My VPN"                  # a relying party and its secret
-  ./bin/mfactl users list                            # the tenant's users
-  ./bin/mfactl users devices %s                      # %s's authenticators
-  ./bin/mfactl policy get                            # the tenant's policy
-  ./bin/mfactl audit list                            # what happened, hash-chained
-  ./bin/mfactl audit verify                          # check the chain
-  curl -s -H 'Authorization: Bearer %s' \
-    %s/v1/users/%s/devices                          # the relying-party API
-
-API reference: %s/openapi.json     Stop with Ctrl-C.
-%s
-`, line, url, statePath, st.AdminToken, demoAppName, st.AppID, st.AppSecret, demoUser,
-		url, st.AdminToken, demoUser, demoUser, st.AppSecret, url, demoUser, url, line)
+	fmt.Fprintf(w, "\n%s\npushmfa is running at %s\n(embedded PostgreSQL under DATA_DIR)\n\n", line, url)
+	fmt.Fprintf(w, "Demo credentials for this machine (kept in %s):\n", statePath)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "  admin token\t%s\n  application\t%s (%s)\n  application secret\t%s\n  demo user\t%s\n",
+		st.AdminToken, demoAppName, st.AppID, st.AppSecret, demoUser)
+	_ = tw.Flush()
+	fmt.Fprintf(w, "\nTry it (in another terminal, from this directory):\n  export MFACTL_URL=%s MFACTL_TOKEN=%s\n", url, st.AdminToken)
+	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	for _, c := range [][2]string{
+		{`./bin/mfactl apps create "My VPN"`, "a relying party and its secret"},
+		{"./bin/mfactl users list", "the tenant's users"},
+		{"./bin/mfactl users devices " + demoUser, demoUser + "'s authenticators"},
+		{"./bin/mfactl policy get", "the tenant's policy"},
+		{"./bin/mfactl audit list", "what happened, hash-chained"},
+		{"./bin/mfactl audit verify", "check the chain"},
+	} {
+		fmt.Fprintf(tw, "  %s\t# %s\n", c[0], c[1])
+	}
+	_ = tw.Flush()
+	fmt.Fprintf(w, "  curl -s -H 'Authorization: Bearer %s' %s/v1/users/%s/devices\n", st.AppSecret, url, demoUser)
+	fmt.Fprintf(w, "\nAPI reference: %s/openapi.json   Stop with Ctrl-C.\n%s\n", url, line)
 }

@@ -223,7 +223,10 @@ func (s *Server) unwind(ctx context.Context) error {
 // and returns the cluster's URL and the master key.
 func (s *Server) startEmbedded(ctx context.Context) (string, []byte, error) {
 	dir := s.cfg.DataDir
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	// 0711: the postgres OS user (when we run as root) can pass through to
+	// its cluster directory without being able to list DATA_DIR; every
+	// secret file in it is 0600.
+	if err := os.MkdirAll(dir, 0o711); err != nil {
 		return "", nil, fmt.Errorf("DATA_DIR %s cannot be created: %w", dir, err)
 	}
 	if err := checkWritable(dir); err != nil {
