@@ -28,6 +28,10 @@ func TestMain(m *testing.M) {
 	if err != nil {
 		panic(err)
 	}
+	// World-readable, so the binary can also run as an unprivileged user.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		panic(err)
+	}
 	binary = filepath.Join(dir, "server")
 	if out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "build server: %v\n%s", err, out)
@@ -186,5 +190,42 @@ func TestSIGTERMShutsDownCleanly(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("still running 30 s after SIGTERM")
+	}
+}
+
+// TestDataDirNotWritable runs the server against a DATA_DIR it may not
+// write. Root may write anywhere, so as root the binary runs as nobody.
+func TestDataDirNotWritable(t *testing.T) {
+	t.Parallel()
+	parent, err := os.MkdirTemp("", "pushmfa-ro")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(parent)
+	readOnly := filepath.Join(parent, "data")
+	if err := os.Mkdir(readOnly, 0o555); err != nil {
+		t.Fatal(err)
+	}
+	_ = os.Chmod(parent, 0o755)
+	for _, tc := range []struct{ dir, want string }{
+		{readOnly, "is not writable"},
+		{filepath.Join(readOnly, "sub"), "cannot be created"},
+	} {
+		cmd := exec.Command(binary)
+		if os.Geteuid() == 0 {
+			cmd = exec.Command("setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", binary)
+		}
+		cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "DATA_DIR=" + tc.dir, "LISTEN_ADDR=127.0.0.1:0"}
+		out, err := cmd.CombinedOutput()
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+			t.Fatalf("%s: exit %v: %s", tc.dir, err, out)
+		}
+		if !strings.Contains(string(out), "DATA_DIR") || !strings.Contains(string(out), tc.want) {
+			t.Fatalf("%s: output lacks DATA_DIR ... %s: %s", tc.dir, tc.want, out)
+		}
+		if strings.Contains(string(out), "panic") {
+			t.Fatalf("panicked: %s", out)
+		}
 	}
 }

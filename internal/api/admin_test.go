@@ -225,6 +225,15 @@ func TestApplications(t *testing.T) {
 	}
 }
 
+func TestWebhookHTTPLoopbackFlag(t *testing.T) {
+	t.Parallel()
+	e := apitest.Start(t, apitest.WithEnv("WEBHOOK_ALLOW_HTTP_LOOPBACK", "true"))
+	want(t, e.JSON(t, "POST", "/v1/admin/applications", e.Bootstrap,
+		map[string]any{"name": "local", "webhook_url": "http://127.0.0.1:9000/hook"}), http.StatusCreated, "")
+	want(t, e.JSON(t, "POST", "/v1/admin/applications", e.Bootstrap,
+		map[string]any{"name": "remote", "webhook_url": "http://rp.example/hook"}), http.StatusBadRequest, "invalid_request")
+}
+
 func TestUsers(t *testing.T) {
 	t.Parallel()
 	e := apitest.Start(t)

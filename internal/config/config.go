@@ -57,6 +57,9 @@ type Config struct {
 	ShutdownTimeout  time.Duration
 	// PGBinDir overrides where the embedded cluster's binaries are found.
 	PGBinDir string
+	// WebhookAllowHTTPLoopback accepts http:// webhook URLs on loopback
+	// hosts (local development only).
+	WebhookAllowHTTPLoopback bool
 }
 
 // APNs holds the token-based (.p8) credentials for Apple push.
@@ -110,6 +113,7 @@ var Variables = []struct{ Name, Default, Doc string }{
 	{"AUTH_FAILURE_LIMIT", "60", "failed authentications per source address per minute (at least 30)"},
 	{"SHUTDOWN_TIMEOUT", "15s", "how long to drain requests on SIGTERM"},
 	{"PG_BINDIR", "(found)", "PostgreSQL binaries for the embedded cluster"},
+	{"WEBHOOK_ALLOW_HTTP_LOOPBACK", "false", "accept http:// webhook URLs on loopback hosts (development only)"},
 }
 
 // Load reads the configuration through getenv (os.LookupEnv in main) and
@@ -142,6 +146,7 @@ func Load(getenv func(string) (string, bool)) (*Config, error) {
 		PGBinDir:         l.str("PG_BINDIR", ""),
 	}
 	c.LogLevel = l.level("LOG_LEVEL")
+	c.WebhookAllowHTTPLoopback = l.boolean("WEBHOOK_ALLOW_HTTP_LOOPBACK")
 	c.MasterKey = l.key("MASTER_KEY", l.str("MASTER_KEY", ""))
 	if prev := l.str("MASTER_KEY_PREVIOUS", ""); prev != "" {
 		for _, k := range strings.Split(prev, ",") {
@@ -209,6 +214,15 @@ func (l *loader) integer(name string, def, lo, hi int) int {
 		return def
 	}
 	return n
+}
+
+func (l *loader) boolean(name string) bool {
+	v := l.str(name, "false")
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		l.fail(name, "%q is not true or false", v)
+	}
+	return b
 }
 
 func (l *loader) level(name string) slog.Level {

@@ -60,19 +60,20 @@ func TestDerivedAndExplicit(t *testing.T) {
 func TestErrorsNameTheVariable(t *testing.T) {
 	t.Parallel()
 	cases := map[string]map[string]string{
-		"LISTEN_ADDR":              {"LISTEN_ADDR": "8080"},
-		"METRICS_ADDR":             {"METRICS_ADDR": "x"},
-		"MASTER_KEY":               {"MASTER_KEY": base64.StdEncoding.EncodeToString([]byte("short"))},
-		"MASTER_KEY_PREVIOUS":      {"MASTER_KEY_PREVIOUS": key() + ",nope"},
-		"DATABASE_URL":             {"DATABASE_URL": "http://x", "MASTER_KEY": key()},
-		"PUBLIC_URL":               {"PUBLIC_URL": "ftp://x"},
-		"BOOTSTRAP_ADMIN_TOKEN":    {"BOOTSTRAP_ADMIN_TOKEN": strings.Repeat("a", 31)},
-		"AUTH_FAILURE_LIMIT":       {"AUTH_FAILURE_LIMIT": "10"},
-		"SHUTDOWN_TIMEOUT":         {"SHUTDOWN_TIMEOUT": "-1s"},
-		"DATABASE_CONNECT_TIMEOUT": {"DATABASE_CONNECT_TIMEOUT": "1h"},
-		"FCM_CREDENTIALS_FILE":     {"FCM_PROJECT_ID": "p"},
-		"APNS_KEY_FILE":            {"APNS_TOPIC": "com.example"},
-		"APNS_ENDPOINT":            {"APNS_ENDPOINT": "api.push.apple.com"},
+		"LISTEN_ADDR":                 {"LISTEN_ADDR": "8080"},
+		"METRICS_ADDR":                {"METRICS_ADDR": "x"},
+		"MASTER_KEY":                  {"MASTER_KEY": base64.StdEncoding.EncodeToString([]byte("short"))},
+		"MASTER_KEY_PREVIOUS":         {"MASTER_KEY_PREVIOUS": key() + ",nope"},
+		"DATABASE_URL":                {"DATABASE_URL": "http://x", "MASTER_KEY": key()},
+		"PUBLIC_URL":                  {"PUBLIC_URL": "ftp://x"},
+		"BOOTSTRAP_ADMIN_TOKEN":       {"BOOTSTRAP_ADMIN_TOKEN": strings.Repeat("a", 31)},
+		"AUTH_FAILURE_LIMIT":          {"AUTH_FAILURE_LIMIT": "10"},
+		"SHUTDOWN_TIMEOUT":            {"SHUTDOWN_TIMEOUT": "-1s"},
+		"DATABASE_CONNECT_TIMEOUT":    {"DATABASE_CONNECT_TIMEOUT": "1h"},
+		"FCM_CREDENTIALS_FILE":        {"FCM_PROJECT_ID": "p"},
+		"APNS_KEY_FILE":               {"APNS_TOPIC": "com.example"},
+		"APNS_ENDPOINT":               {"APNS_ENDPOINT": "api.push.apple.com"},
+		"WEBHOOK_ALLOW_HTTP_LOOPBACK": {"WEBHOOK_ALLOW_HTTP_LOOPBACK": "maybe"},
 	}
 	for name, vars := range cases {
 		t.Run(name, func(t *testing.T) {

@@ -133,10 +133,11 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *Ser
 func (s *Server) serve() error {
 	handler, err := api.New(api.Config{
 		DB: s.db, Logger: s.logger, Metrics: s.metrics,
-		BootstrapAdminToken: s.cfg.BootstrapAdminToken,
-		AuthFailureLimit:    s.cfg.AuthFailureLimit,
-		Ready:               s.ready,
-		ServeMetrics:        s.cfg.MetricsAddr == "",
+		BootstrapAdminToken:       s.cfg.BootstrapAdminToken,
+		AuthFailureLimit:          s.cfg.AuthFailureLimit,
+		Ready:                     s.ready,
+		ServeMetrics:              s.cfg.MetricsAddr == "",
+		AllowHTTPLoopbackWebhooks: s.cfg.WebhookAllowHTTPLoopback,
 	})
 	if err != nil {
 		return err
