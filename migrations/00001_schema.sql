@@ -306,6 +306,8 @@ CREATE TABLE audit_events (
     prev_hash   bytea CHECK (octet_length(prev_hash) = 32),
     hash        bytea CHECK (octet_length(hash) = 32),
     sealed_at   timestamptz,
+    -- The user an event concerns is of the event's own tenant.
+    FOREIGN KEY (tenant_id, user_id) REFERENCES users (tenant_id, id),
     UNIQUE (tenant_id, seq),
     CHECK ((seq IS NULL) = (hash IS NULL)),
     CHECK ((seq IS NULL) = (prev_hash IS NULL)),

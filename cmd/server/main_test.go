@@ -207,13 +207,19 @@ func TestDataDirNotWritable(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = os.Chmod(parent, 0o755)
+	if os.Geteuid() == 0 {
+		// Owned by the user that runs the server, only not writable.
+		if err := os.Chown(readOnly, 65534, 65534); err != nil {
+			t.Fatal(err)
+		}
+	}
 	for _, tc := range []struct{ dir, want string }{
 		{readOnly, "is not writable"},
 		{filepath.Join(readOnly, "sub"), "cannot be created"},
 	} {
 		cmd := exec.Command(binary)
 		if os.Geteuid() == 0 {
-			cmd = exec.Command("setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", binary)
+			cmd = exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", binary)
 		}
 		cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "DATA_DIR=" + tc.dir, "LISTEN_ADDR=127.0.0.1:0"}
 		out, err := cmd.CombinedOutput()

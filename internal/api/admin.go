@@ -2,6 +2,7 @@ package api
 
 import (
 	"net/http"
+	"regexp"
 	"strconv"
 
 	"github.com/pushmfa/pushmfa/internal/account"
@@ -500,8 +501,8 @@ func (h *handlers) listAudit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f := postgres.AuditFilter{TenantID: t.ID, Type: q.Get("type")}
-	if f.Type != "" && len(f.Type) > 64 {
-		writeError(w, r, errs.Invalid("type", "type is too long"))
+	if f.Type != "" && (len(f.Type) > 64 || !auditTypeRE.MatchString(f.Type)) {
+		writeError(w, r, errs.Invalid("type", "type must be an event type such as user.locked"))
 		return
 	}
 	if f.Limit, err = queryInt(r, "limit", 100, 1, 1000); err != nil {
@@ -576,6 +577,9 @@ func (h *handlers) verifyAudit(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, auditVerifyJSON{Tenant: t.Slug, Valid: v.Broken == nil, Events: v.Events,
 		Unsealed: v.Unsealed, HeadSeq: v.HeadSeq, HeadHash: audit.Hex(v.HeadHash), FirstBroken: v.Broken})
 }
+
+// auditTypeRE is the shape of event types (the schema's CHECK).
+var auditTypeRE = regexp.MustCompile(`^[a-z_]+\.[a-z_]+$`)
 
 // ---- relying party ----
 

@@ -8,6 +8,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"net/netip"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -37,6 +38,8 @@ type Config struct {
 	// AllowHTTPLoopbackWebhooks accepts http:// webhook URLs on loopback
 	// hosts, for local development.
 	AllowHTTPLoopbackWebhooks bool
+	// TrustedProxies are the proxies whose X-Forwarded-For names the client.
+	TrustedProxies []netip.Prefix
 }
 
 type handlers struct {
@@ -52,10 +55,11 @@ func New(cfg Config) (http.Handler, error) {
 		return nil, err
 	}
 	h := &handlers{db: cfg.DB, ready: cfg.Ready, allowHTTPWebhooks: cfg.AllowHTTPLoopbackWebhooks}
-	auth := newAuthenticator(cfg.DB, cfg.BootstrapAdminToken, cfg.AuthFailureLimit, cfg.Metrics)
+	clientIP := clientAddr(cfg.TrustedProxies)
+	auth := newAuthenticator(cfg.DB, cfg.BootstrapAdminToken, cfg.AuthFailureLimit, cfg.Metrics, clientIP)
 
 	r := chi.NewRouter()
-	r.Use(requestID(cfg.Logger), observe(cfg.Metrics), recoverer, checkQuery)
+	r.Use(requestID(cfg.Logger), observe(cfg.Metrics, clientIP), recoverer, checkQuery)
 	r.NotFound(notFound)
 	r.MethodNotAllowed(methodNotAllowed(r))
 

@@ -141,11 +141,12 @@ func TestAuditSealedBySealer(t *testing.T) {
 		t.Fatalf("newest event %+v, head %s", page.Events[0], v.HeadHash)
 	}
 	// The head is exported outside the database: metric and log line.
+	tenantID := e.JSON(t, "GET", "/v1/admin/tenants/default", e.Bootstrap, nil).Map(t)["id"].(string)
 	deadline = time.Now().Add(10 * time.Second)
 	for {
 		m := string(e.JSON(t, "GET", "/metrics", "", nil).Body)
-		if strings.Contains(m, `pushmfa_audit_chain_head_info{hash="`+v.HeadHash+`",tenant="default"} 1`) &&
-			strings.Contains(m, `pushmfa_audit_chain_head_seq{tenant="default"} 5`) {
+		if strings.Contains(m, `pushmfa_audit_chain_head_info{hash="`+v.HeadHash+`",tenant_id="`+tenantID+`"} 1`) &&
+			strings.Contains(m, `pushmfa_audit_chain_head_seq{tenant_id="`+tenantID+`"} 5`) {
 			break
 		}
 		if time.Now().After(deadline) {

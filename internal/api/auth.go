@@ -29,15 +29,16 @@ type authenticator struct {
 	// presented token's length.
 	bootstrap []byte
 	failures  *httprate.RateLimiter
-	limit     int
 	metrics   *metrics.Metrics
+	clientIP  func(*http.Request) string
 }
 
-func newAuthenticator(db *postgres.DB, bootstrapToken string, failureLimit int, m *metrics.Metrics) *authenticator {
+func newAuthenticator(db *postgres.DB, bootstrapToken string, failureLimit int, m *metrics.Metrics,
+	clientIP func(*http.Request) string) *authenticator {
 	a := &authenticator{
 		db:       db,
-		limit:    failureLimit,
 		metrics:  m,
+		clientIP: clientIP,
 		failures: httprate.NewRateLimiter(failureLimit, authWindow, httprate.WithResponseHeaders(httprate.ResponseHeaders{})),
 	}
 	if bootstrapToken != "" {
@@ -47,36 +48,33 @@ func newAuthenticator(db *postgres.DB, bootstrapToken string, failureLimit int, 
 	return a
 }
 
-// blocked reports whether the source address has failed too often lately.
-func (a *authenticator) blocked(r *http.Request) bool {
-	_, rate, err := a.failures.Status(clientIP(r))
-	return err == nil && rate >= float64(a.limit)
-}
-
-// fail counts a failed authentication against the source address.
-func (a *authenticator) fail(w http.ResponseWriter, r *http.Request, scheme string) {
-	a.failures.OnLimit(discardHeaders{}, r, clientIP(r))
+// failed counts a failed authentication against its source address and
+// returns the error to answer with: 401, or 429 once the address has failed
+// more than the limit within the window. A valid credential is never refused,
+// so a flood of bad attempts from one address (or from behind one proxy)
+// cannot lock honest callers out.
+func (a *authenticator) failed(r *http.Request, scheme string) error {
+	limited := a.failures.OnLimit(discardHeaders{}, r, a.clientIP(r))
+	if limited {
+		a.metrics.AuthFailures.WithLabelValues(scheme, "rate_limited").Inc()
+		return errRateLimited
+	}
 	a.metrics.AuthFailures.WithLabelValues(scheme, "unauthorized").Inc()
+	return errs.E(errs.Unauthorized, "missing or invalid credentials")
 }
 
 var errRateLimited = &errs.Error{Code: errs.RateLimited, RetryAfter: authWindow,
 	Message: "too many failed authentications from this address; try again later"}
 
 // require admits only principals of the given kind: no or bad credentials are
-// 401 unauthorized (never saying why), a valid credential of another kind is
-// 403 forbidden.
+// 401 unauthorized (never saying why; 429 when the address fails too often),
+// a valid credential of another kind is 403 forbidden.
 func (a *authenticator) require(kind account.Kind) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if a.blocked(r) {
-				a.metrics.AuthFailures.WithLabelValues("bearer", "rate_limited").Inc()
-				writeError(w, r, errRateLimited)
-				return
-			}
 			p, err := a.authenticate(r.Context(), r.Header.Get("Authorization"))
 			if errors.Is(err, errs.ErrUnauthorized) {
-				a.fail(w, r, "bearer")
-				writeError(w, r, errs.E(errs.Unauthorized, "missing or invalid credentials"))
+				writeError(w, r, a.failed(r, "bearer"))
 				return
 			}
 			if err != nil {

@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -109,12 +110,43 @@ func TestAuthFailureRateLimit(t *testing.T) {
 	if r.Header.Get("Retry-After") == "" {
 		t.Fatal("no Retry-After")
 	}
-	// While limited, this address gets 429 even with a good credential, so
-	// guessing cannot go on; admin calls are limited the same way.
-	want(t, e.JSON(t, "GET", "/v1/users/alice/devices", secret, nil), http.StatusTooManyRequests, "rate_limited")
-	want(t, e.JSON(t, "GET", "/v1/admin/tenants", e.Bootstrap, nil), http.StatusTooManyRequests, "rate_limited")
-	// Unauthenticated endpoints are unaffected.
+	want(t, e.JSON(t, "GET", "/v1/admin/tenants", "pmfa_adm_wrong", nil), http.StatusTooManyRequests, "rate_limited")
+	// A valid credential from the same address is never refused: an attacker
+	// sharing an address (or a proxy) with honest callers cannot lock them out.
+	want(t, e.JSON(t, "GET", "/v1/users/alice/devices", secret, nil), http.StatusOK, "")
+	want(t, e.JSON(t, "GET", "/v1/admin/tenants", e.Bootstrap, nil), http.StatusOK, "")
 	want(t, e.JSON(t, "GET", "/healthz", "", nil), http.StatusOK, "")
+	m := string(e.JSON(t, "GET", "/metrics", "", nil).Body)
+	if !strings.Contains(m, `pushmfa_auth_failures_total{outcome="rate_limited",scheme="bearer"} 2`) {
+		t.Fatal("rate-limited failures not counted")
+	}
+}
+
+// TestTrustedProxies checks that the client address comes from
+// X-Forwarded-For only when the peer is a trusted proxy.
+func TestTrustedProxies(t *testing.T) {
+	t.Parallel()
+	fail := func(e *apitest.Env, forwardedFor string) *apitest.Response {
+		return e.Do(t, apitest.Req{Method: "GET", Path: "/v1/admin/tenants", Token: "pmfa_adm_wrong",
+			Header: map[string]string{"X-Forwarded-For": forwardedFor}})
+	}
+	// Behind a trusted proxy, each client has its own budget.
+	behind := apitest.Start(t, apitest.WithEnv("AUTH_FAILURE_LIMIT", "30"), apitest.WithEnv("TRUSTED_PROXIES", "127.0.0.1, 10.0.0.0/8"))
+	for range 30 {
+		want(t, fail(behind, "203.0.113.5, 10.1.1.1"), http.StatusUnauthorized, "unauthorized")
+	}
+	want(t, fail(behind, "203.0.113.5, 10.1.1.1"), http.StatusTooManyRequests, "rate_limited")
+	want(t, fail(behind, "203.0.113.6"), http.StatusUnauthorized, "unauthorized")
+	// A client cannot escape its budget by forging the left part of the chain.
+	want(t, fail(behind, "198.51.100.1, 203.0.113.5"), http.StatusTooManyRequests, "rate_limited")
+
+	// Without trusted proxies the header is ignored: every request here
+	// comes from 127.0.0.1, whatever it claims.
+	direct := apitest.Start(t, apitest.WithEnv("AUTH_FAILURE_LIMIT", "30"))
+	for i := range 30 {
+		want(t, fail(direct, fmt.Sprintf("203.0.113.%d", i)), http.StatusUnauthorized, "unauthorized")
+	}
+	want(t, fail(direct, "198.51.100.99"), http.StatusTooManyRequests, "rate_limited")
 }
 
 func TestConfigRefusesLowAuthLimit(t *testing.T) {

@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"bytes"
+	"encoding/base64"
 	"net/http"
 	"strings"
 	"testing"
@@ -115,6 +116,17 @@ func TestBadQueryAndPath(t *testing.T) {
 		{"/v1/admin/audit?cursor=YTotMQ", "invalid_request", 400},
 		{"/v1/admin/audit?type=" + strings.Repeat("a", 65), "invalid_request", 400},
 		{"/v1/admin/audit?user=nobody", "not_found", 404},
+		{"/v1/admin/audit?type=%00", "invalid_request", 400},
+		{"/v1/admin/audit?type=%FF", "invalid_request", 400},
+		{"/v1/admin/audit?type=user", "invalid_request", 400},
+		{"/v1/admin/audit?user=%00", "not_found", 404},
+		{"/v1/admin/audit?user=%FF", "not_found", 404},
+		{"/v1/admin/users?cursor=" + base64.RawURLEncoding.EncodeToString([]byte("u:\xff")), "invalid_request", 400},
+		{"/v1/admin/users?cursor=" + base64.RawURLEncoding.EncodeToString([]byte("u:a\x00b")), "invalid_request", 400},
+		{"/v1/admin/users?cursor=" + base64.RawURLEncoding.EncodeToString([]byte("u:zzz")), "", 200},
+		{"/v1/admin/audit?cursor=" + base64.RawURLEncoding.EncodeToString([]byte("a:\x00")), "invalid_request", 400},
+		{"/v1/admin/applications?tenant=%FF", "not_found", 404},
+		{"/v1/admin/tenants/%00/policy", "not_found", 404},
 		{"/v1/admin/nothing-here", "not_found", 404},
 		{"/v2/anything", "not_found", 404},
 	}
@@ -122,6 +134,20 @@ func TestBadQueryAndPath(t *testing.T) {
 		r := e.JSON(t, "GET", tc.path, e.Bootstrap, nil)
 		want(t, r, tc.status, tc.code)
 	}
+	// Every query parameter of every GET endpoint, fed NUL and invalid
+	// UTF-8: a 4xx or a 200, never a 500 (apitest fails the test on 5xx).
+	for _, path := range []string{"/v1/admin/users", "/v1/admin/audit", "/v1/admin/applications", "/v1/admin/tokens",
+		"/v1/admin/tenants", "/v1/admin/audit/verify", "/v1/admin/users/x", "/v1/admin/users/x/devices"} {
+		for _, p := range []string{"tenant", "user", "type", "since", "until", "limit", "cursor"} {
+			for _, v := range []string{"%00", "%FF%FE", "%C3%28", strings.Repeat("a", 5000)} {
+				r := e.JSON(t, "GET", path+"?"+p+"="+v, e.Bootstrap, nil)
+				if r.Status >= 500 {
+					t.Errorf("%s?%s=%.10s: %d", path, p, v, r.Status)
+				}
+			}
+		}
+	}
+
 	// Wrong method: 405 with Allow.
 	r := e.JSON(t, "PUT", "/v1/admin/tenants", e.Bootstrap, nil)
 	want(t, r, http.StatusMethodNotAllowed, "method_not_allowed")

@@ -8,10 +8,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"regexp"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -59,7 +61,7 @@ func requestID(logger *slog.Logger) func(http.Handler) http.Handler {
 // observe logs every request once it is done and counts it by route. The
 // log line names the route, path and status, never headers, query strings or
 // bodies, so no credential or sign-in context reaches the log.
-func observe(m *metrics.Metrics) func(http.Handler) http.Handler {
+func observe(m *metrics.Metrics, clientIP func(*http.Request) string) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			start := time.Now()
@@ -74,10 +76,11 @@ func observe(m *metrics.Metrics) func(http.Handler) http.Handler {
 				status = http.StatusOK
 			}
 			elapsed := time.Since(start)
-			m.HTTPRequests.WithLabelValues(r.Method, route, strconv.Itoa(status)).Inc()
-			m.HTTPDuration.WithLabelValues(r.Method, route).Observe(elapsed.Seconds())
+			method := methodLabel(r.Method)
+			m.HTTPRequests.WithLabelValues(method, route, strconv.Itoa(status)).Inc()
+			m.HTTPDuration.WithLabelValues(method, route).Observe(elapsed.Seconds())
 			loggerFrom(r.Context()).Info("request",
-				"method", r.Method, "route", route, "path", r.URL.Path, "status", status,
+				"method", method, "route", route, "path", r.URL.Path, "status", status,
 				"bytes", ww.BytesWritten(), "duration_ms", float64(elapsed.Microseconds())/1000,
 				"remote", clientIP(r))
 		})
@@ -115,14 +118,56 @@ func checkQuery(next http.Handler) http.Handler {
 	})
 }
 
-// clientIP is the address the request came from: the TCP peer. Forwarded
-// headers are not trusted, since any client can send them.
-func clientIP(r *http.Request) string {
+// clientAddr returns the address a request came from: the TCP peer, or,
+// when the peer is a trusted proxy, the right-most X-Forwarded-For address
+// that is not itself a trusted proxy. Forwarded headers from anyone else are
+// ignored, since any client can send them.
+func clientAddr(trusted []netip.Prefix) func(*http.Request) string {
+	isTrusted := func(a netip.Addr) bool {
+		for _, p := range trusted {
+			if p.Contains(a.Unmap()) {
+				return true
+			}
+		}
+		return false
+	}
+	return func(r *http.Request) string {
+		peer := peerIP(r)
+		addr, err := netip.ParseAddr(peer)
+		if err != nil || len(trusted) == 0 || !isTrusted(addr) {
+			return peer
+		}
+		hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
+		for i := len(hops) - 1; i >= 0; i-- {
+			hop, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
+			if err != nil {
+				return peer // a malformed chain is not trusted
+			}
+			if !isTrusted(hop) {
+				return hop.Unmap().String()
+			}
+		}
+		return peer
+	}
+}
+
+// peerIP is the TCP peer's address.
+func peerIP(r *http.Request) string {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
 		return r.RemoteAddr
 	}
 	return host
+}
+
+// methodLabel keeps metric labels bounded: any method outside the standard
+// ones (Go accepts any token) counts as "other".
+func methodLabel(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete, http.MethodOptions:
+		return m
+	}
+	return "other"
 }
 
 func notFound(w http.ResponseWriter, r *http.Request) {

@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -78,6 +79,18 @@ func TestMetricsAndHealth(t *testing.T) {
 	}
 	if r.Header.Get("X-Request-Id") == "" {
 		t.Error("no X-Request-Id")
+	}
+}
+
+func TestMethodLabelsAreBounded(t *testing.T) {
+	t.Parallel()
+	e := apitest.Start(t)
+	for i := range 20 {
+		e.Do(t, apitest.Req{Method: fmt.Sprintf("X%d", i), Path: "/healthz"})
+	}
+	m := string(e.JSON(t, "GET", "/metrics", "", nil).Body)
+	if strings.Contains(m, `method="X1"`) || !strings.Contains(m, `method="other"`) {
+		t.Fatal("arbitrary methods became metric labels")
 	}
 }
 

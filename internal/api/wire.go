@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 
@@ -144,7 +146,9 @@ func decodeCursor(tag, cursor string) (string, error) {
 	}
 	raw, err := base64.RawURLEncoding.DecodeString(cursor)
 	pos, ok := strings.CutPrefix(string(raw), tag+":")
-	if err != nil || !ok {
+	// Positions are user names or ids: valid UTF-8 without control
+	// characters, which PostgreSQL would refuse.
+	if err != nil || !ok || !utf8.ValidString(pos) || strings.IndexFunc(pos, unicode.IsControl) >= 0 {
 		return "", errs.Invalid("cursor", "cursor is not one this endpoint returned")
 	}
 	return pos, nil

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"maps"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -60,6 +61,9 @@ type Config struct {
 	// WebhookAllowHTTPLoopback accepts http:// webhook URLs on loopback
 	// hosts (local development only).
 	WebhookAllowHTTPLoopback bool
+	// TrustedProxies are the proxies whose X-Forwarded-For header names the
+	// client (for per-address rate limits and logs).
+	TrustedProxies []netip.Prefix
 }
 
 // APNs holds the token-based (.p8) credentials for Apple push.
@@ -114,6 +118,7 @@ var Variables = []struct{ Name, Default, Doc string }{
 	{"SHUTDOWN_TIMEOUT", "15s", "how long to drain requests on SIGTERM"},
 	{"PG_BINDIR", "(found)", "PostgreSQL binaries for the embedded cluster"},
 	{"WEBHOOK_ALLOW_HTTP_LOOPBACK", "false", "accept http:// webhook URLs on loopback hosts (development only)"},
+	{"TRUSTED_PROXIES", "", "comma-separated addresses or CIDRs of proxies whose X-Forwarded-For is believed"},
 }
 
 // Load reads the configuration through getenv (os.LookupEnv in main) and
@@ -142,11 +147,12 @@ func Load(getenv func(string) (string, bool)) (*Config, error) {
 		TLSKeyFile:       l.str("TLS_KEY_FILE", ""),
 		MetricsAddr:      l.str("METRICS_ADDR", ""),
 		AuthFailureLimit: l.integer("AUTH_FAILURE_LIMIT", 60, 30, 1_000_000),
-		ShutdownTimeout:  l.duration("SHUTDOWN_TIMEOUT", 15*time.Second, 0, 10*time.Minute),
+		ShutdownTimeout:  l.duration("SHUTDOWN_TIMEOUT", 15*time.Second, time.Second, 10*time.Minute),
 		PGBinDir:         l.str("PG_BINDIR", ""),
 	}
 	c.LogLevel = l.level("LOG_LEVEL")
 	c.WebhookAllowHTTPLoopback = l.boolean("WEBHOOK_ALLOW_HTTP_LOOPBACK")
+	c.TrustedProxies = l.prefixes("TRUSTED_PROXIES")
 	c.MasterKey = l.key("MASTER_KEY", l.str("MASTER_KEY", ""))
 	if prev := l.str("MASTER_KEY_PREVIOUS", ""); prev != "" {
 		for _, k := range strings.Split(prev, ",") {
@@ -214,6 +220,24 @@ func (l *loader) integer(name string, def, lo, hi int) int {
 		return def
 	}
 	return n
+}
+
+func (l *loader) prefixes(name string) []netip.Prefix {
+	var out []netip.Prefix
+	for _, item := range strings.Split(l.str(name, ""), ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		if p, err := netip.ParsePrefix(item); err == nil {
+			out = append(out, p.Masked())
+		} else if a, err := netip.ParseAddr(item); err == nil {
+			out = append(out, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
+		} else {
+			l.fail(name, "%q is not an IP address or CIDR", item)
+		}
+	}
+	return out
 }
 
 func (l *loader) boolean(name string) bool {

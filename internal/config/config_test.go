@@ -51,6 +51,11 @@ func TestDerivedAndExplicit(t *testing.T) {
 		c.LogLevel != slog.LevelDebug {
 		t.Fatalf("%+v", c)
 	}
+	c, err = Load(env(map[string]string{"TRUSTED_PROXIES": "10.1.2.3/8, 192.168.0.1, ::1"}))
+	if err != nil || len(c.TrustedProxies) != 3 || c.TrustedProxies[0].String() != "10.0.0.0/8" ||
+		c.TrustedProxies[1].String() != "192.168.0.1/32" {
+		t.Fatalf("trusted proxies %v %v", c.TrustedProxies, err)
+	}
 	c, err = Load(env(map[string]string{"LISTEN_ADDR": "0.0.0.0:9000"}))
 	if err != nil || c.PublicURL.String() != "http://localhost:9000" {
 		t.Fatalf("public URL for a wildcard listener: %v %v", c.PublicURL, err)
@@ -74,6 +79,7 @@ func TestErrorsNameTheVariable(t *testing.T) {
 		"APNS_KEY_FILE":               {"APNS_TOPIC": "com.example"},
 		"APNS_ENDPOINT":               {"APNS_ENDPOINT": "api.push.apple.com"},
 		"WEBHOOK_ALLOW_HTTP_LOOPBACK": {"WEBHOOK_ALLOW_HTTP_LOOPBACK": "maybe"},
+		"TRUSTED_PROXIES":             {"TRUSTED_PROXIES": "10.0.0.0/8, proxy.example"},
 	}
 	for name, vars := range cases {
 		t.Run(name, func(t *testing.T) {

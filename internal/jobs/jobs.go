@@ -193,6 +193,6 @@ func (w *auditHeadsWorker) Work(ctx context.Context, _ *river.Job[AuditHeadsArgs
 // anchored outside the database.
 func exportHead(m *metrics.Metrics, logger *slog.Logger, h postgres.AuditHead) {
 	hash := audit.Hex(h.Hash)
-	m.SetAuditHead(h.TenantSlug, h.Seq, hash)
-	logger.Info("audit chain head", "tenant", h.TenantSlug, "head_seq", h.Seq, "head_hash", hash)
+	m.SetAuditHead(h.TenantID, h.Seq, hash)
+	logger.Info("audit chain head", "tenant", h.TenantSlug, "tenant_id", h.TenantID, "head_seq", h.Seq, "head_hash", hash)
 }

@@ -157,17 +157,25 @@ func (c *Cluster) Port() int {
 
 // URL returns a connection URL for database as the superuser.
 func (c *Cluster) URL(database string) string {
+	return c.URLFor(superuser, c.password, database)
+}
+
+// URLFor returns a connection URL for database as another role. With a
+// password, the URL insists on SCRAM (require_auth), so a process that took
+// over the port of a dead cluster cannot ask for the password in clear.
+func (c *Cluster) URLFor(user, password, database string) string {
+	q := url.Values{"sslmode": {"disable"}}
 	u := url.URL{
-		Scheme:   "postgres",
-		Host:     "127.0.0.1:" + strconv.Itoa(c.Port()),
-		Path:     "/" + database,
-		RawQuery: "sslmode=disable",
+		Scheme: "postgres",
+		Host:   "127.0.0.1:" + strconv.Itoa(c.Port()),
+		Path:   "/" + database,
+		User:   url.User(user),
 	}
-	if c.password != "" {
-		u.User = url.UserPassword(superuser, c.password)
-	} else {
-		u.User = url.User(superuser)
+	if password != "" {
+		u.User = url.UserPassword(user, password)
+		q.Set("require_auth", "scram-sha-256")
 	}
+	u.RawQuery = q.Encode()
 	return u.String()
 }
 

@@ -40,14 +40,16 @@ func New() *Metrics {
 			Name: "pushmfa_auth_failures_total",
 			Help: "Failed authentications by credential scheme (bearer, device) and outcome (unauthorized, forbidden, rate_limited).",
 		}, []string{"scheme", "outcome"}),
+		// Tenants are labelled by id, not slug, so the metrics do not name
+		// the organisations served.
 		AuditHeadSeq: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "pushmfa_audit_chain_head_seq",
-			Help: "Sequence number of the last sealed audit event, per tenant.",
-		}, []string{"tenant"}),
+			Help: "Sequence number of the last sealed audit event, per tenant id.",
+		}, []string{"tenant_id"}),
 		AuditHeadHash: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "pushmfa_audit_chain_head_info",
 			Help: "Always 1; the hash label is the head of the tenant's audit chain, to anchor it outside the database.",
-		}, []string{"tenant", "hash"}),
+		}, []string{"tenant_id", "hash"}),
 		AuditSealed: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "pushmfa_audit_events_sealed_total",
 			Help: "Audit events chained by the sealer.",
@@ -60,10 +62,10 @@ func New() *Metrics {
 
 // SetAuditHead exports a tenant's chain head, replacing the previous hash
 // label so only the current head is exported.
-func (m *Metrics) SetAuditHead(tenant string, seq int64, hash string) {
-	m.AuditHeadSeq.WithLabelValues(tenant).Set(float64(seq))
-	m.AuditHeadHash.DeletePartialMatch(prometheus.Labels{"tenant": tenant})
-	m.AuditHeadHash.WithLabelValues(tenant, hash).Set(1)
+func (m *Metrics) SetAuditHead(tenantID string, seq int64, hash string) {
+	m.AuditHeadSeq.WithLabelValues(tenantID).Set(float64(seq))
+	m.AuditHeadHash.DeletePartialMatch(prometheus.Labels{"tenant_id": tenantID})
+	m.AuditHeadHash.WithLabelValues(tenantID, hash).Set(1)
 }
 
 // RegisterPool exports a pgx pool's statistics.

@@ -199,7 +199,7 @@ func (h *harness) server(ctx context.Context) (string, error) {
 // usersLock shared, so the last to leave can tell it is last.
 func (h *harness) startCluster(ctx context.Context) (string, error) {
 	h.base = filepath.Join(os.TempDir(), "pushmfa-pgtest-"+strconv.Itoa(os.Getuid()))
-	if err := os.MkdirAll(h.base, 0o755); err != nil {
+	if err := ownDir(h.base); err != nil {
 		return "", err
 	}
 	start, err := flock(filepath.Join(h.base, "start.lock"), syscall.LOCK_EX)
@@ -207,8 +207,15 @@ func (h *harness) startCluster(ctx context.Context) (string, error) {
 		return "", err
 	}
 	defer start.Close()
+	// Even a throwaway cluster gets a password: it listens on 127.0.0.1,
+	// where any local user could otherwise connect as its superuser.
+	password, err := secretFile(filepath.Join(h.base, "password"))
+	if err != nil {
+		return "", err
+	}
 	cluster, err := localpg.New(localpg.Options{
-		Dir: filepath.Join(h.base, "pg"),
+		Dir:      filepath.Join(h.base, "cluster"),
+		Password: password,
 		// Durability is worthless for a throwaway cluster; speed is not.
 		Settings: map[string]string{"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off",
 			"max_connections": "500", "shared_buffers": "128MB"},
@@ -244,7 +251,7 @@ func (h *harness) release() {
 		return
 	}
 	defer start.Close()
-	users, err := os.OpenFile(filepath.Join(h.base, "users.lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	users, err := os.OpenFile(filepath.Join(h.base, "users.lock"), os.O_CREATE|os.O_RDWR|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return
 	}
@@ -256,8 +263,43 @@ func (h *harness) release() {
 	}
 }
 
+// ownDir makes the harness's directory in the shared temp dir and makes sure
+// nobody else prepared it: ours, and writable by nobody else. 0711 lets the
+// postgres OS user (when we are root) reach the cluster inside.
+func ownDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o711); err != nil {
+		return err
+	}
+	fi, err := os.Lstat(dir)
+	if err != nil {
+		return err
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !fi.IsDir() || !ok || int(st.Uid) != os.Geteuid() {
+		return fmt.Errorf("%s is not a directory of this user: remove it", dir)
+	}
+	return os.Chmod(dir, 0o711)
+}
+
+// secretFile reads the cluster password, or makes it (0600) on first use.
+func secretFile(path string) (string, error) {
+	if b, err := os.ReadFile(path); err == nil {
+		return strings.TrimSpace(string(b)), nil
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY|syscall.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return "", fmt.Errorf("create %s: %w", path, err)
+	}
+	defer f.Close()
+	pw := randomSuffix() + randomSuffix() + randomSuffix() + randomSuffix()
+	if _, err := f.WriteString(pw); err != nil {
+		return "", err
+	}
+	return pw, nil
+}
+
 func flock(path string, how int) (*os.File, error) {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return nil, err
 	}

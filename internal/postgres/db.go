@@ -23,6 +23,9 @@ import (
 // pool_max_conns: enough for request handlers plus River's workers.
 const defaultMaxConns = 16
 
+// minConns is the smallest pool the server can run on.
+const minConns = 4
+
 // Connect opens a pool and waits, up to timeout, for the database to answer.
 // Failures that waiting cannot fix (bad password, unknown database) return at
 // once.
@@ -37,6 +40,11 @@ func Connect(ctx context.Context, url string, timeout time.Duration, logger *slo
 	}
 	if !strings.Contains(url, "pool_max_conns") {
 		cfg.MaxConns = defaultMaxConns
+	}
+	// Migrating holds one connection for its lock while it works on another,
+	// and requests, River and long-polls need their own: fewer would hang.
+	if cfg.MaxConns < minConns {
+		return nil, fmt.Errorf("DATABASE_URL pool_max_conns is %d; it must be at least %d", cfg.MaxConns, minConns)
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {

@@ -120,8 +120,10 @@ func ExpectedVersions() (SchemaVersions, error) {
 	return v, nil
 }
 
-// CheckVersions reports an error unless the database's schema is exactly at
-// the expected versions (for readiness).
+// CheckVersions reports an error unless the database's schema is at least
+// at the expected versions (for readiness). A newer schema is fine: during a
+// rolling upgrade the first new replica migrates while old ones still serve,
+// which is why migrations must stay backward compatible for one release.
 func (db *DB) CheckVersions(ctx context.Context, want SchemaVersions) error {
 	var got SchemaVersions
 	err := db.pool.QueryRow(ctx, `
@@ -130,8 +132,8 @@ func (db *DB) CheckVersions(ctx context.Context, want SchemaVersions) error {
 	if err != nil {
 		return fmt.Errorf("read schema versions: %w", err)
 	}
-	if got != want {
-		return fmt.Errorf("schema at %+v, want %+v", got, want)
+	if got.Goose < want.Goose || got.River < want.River {
+		return fmt.Errorf("schema at %+v, older than this binary's %+v", got, want)
 	}
 	return nil
 }

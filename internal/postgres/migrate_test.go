@@ -90,6 +90,13 @@ func TestCheckVersionsDetectsDrift(t *testing.T) {
 	if err := db.CheckVersions(ctx, ahead); err == nil {
 		t.Fatal("a binary expecting a newer schema was told the schema is current")
 	}
+	// An older binary on a newer schema (a rolling upgrade) stays ready.
+	behind := want
+	behind.Goose--
+	behind.River--
+	if err := db.CheckVersions(ctx, behind); err != nil {
+		t.Fatalf("older binary on a newer schema: %v", err)
+	}
 	if _, err := pool.Exec(ctx, `DROP TABLE goose_db_version`); err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -120,7 +121,7 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *Ser
 	if err := s.river.Start(context.WithoutCancel(ctx)); err != nil {
 		return nil, fmt.Errorf("start job queue: %w", err)
 	}
-	s.defer_(s.river.Stop)
+	s.defer_(s.stopRiver)
 
 	if err := s.serve(); err != nil {
 		return nil, err
@@ -138,6 +139,7 @@ func (s *Server) serve() error {
 		Ready:                     s.ready,
 		ServeMetrics:              s.cfg.MetricsAddr == "",
 		AllowHTTPLoopbackWebhooks: s.cfg.WebhookAllowHTTPLoopback,
+		TrustedProxies:            s.cfg.TrustedProxies,
 	})
 	if err != nil {
 		return err
@@ -167,7 +169,7 @@ func (s *Server) serve() error {
 		ln = tls.NewListener(ln, s.httpSrv.TLSConfig)
 	}
 	go func() { s.served <- s.httpSrv.Serve(ln) }()
-	s.defer_(s.httpSrv.Shutdown)
+	s.defer_(drain(s.httpSrv))
 
 	if s.cfg.MetricsAddr != "" {
 		mln, err := net.Listen("tcp", s.cfg.MetricsAddr)
@@ -176,7 +178,7 @@ func (s *Server) serve() error {
 		}
 		s.metSrv = &http.Server{Handler: api.MetricsHandler(s.metrics), ReadHeaderTimeout: 10 * time.Second}
 		go func() { s.served <- s.metSrv.Serve(mln) }()
-		s.defer_(s.metSrv.Shutdown)
+		s.defer_(drain(s.metSrv))
 	}
 	return nil
 }
@@ -208,6 +210,31 @@ func (s *Server) Shutdown(ctx context.Context) error {
 
 func (s *Server) defer_(f func(context.Context) error) { s.cleanup = append(s.cleanup, f) }
 
+// drain stops an HTTP server gracefully within the shutdown budget, and
+// closes what is still open when the budget runs out.
+func drain(srv *http.Server) func(context.Context) error {
+	return func(ctx context.Context) error {
+		err := srv.Shutdown(ctx)
+		if err != nil {
+			_ = srv.Close()
+		}
+		return err
+	}
+}
+
+// stopRiver lets running jobs finish, within a budget of its own, and
+// cancels them when they do not (they are retried later: nothing is lost).
+func (s *Server) stopRiver(ctx context.Context) error {
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := s.river.Stop(sctx); err == nil {
+		return nil
+	}
+	cctx, cancel2 := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel2()
+	return s.river.StopAndCancel(cctx)
+}
+
 // unwind runs the cleanups in reverse order of their setup.
 func (s *Server) unwind(ctx context.Context) error {
 	var errs []error
@@ -220,6 +247,11 @@ func (s *Server) unwind(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
+// serviceRole is the role the server uses in its own cluster: the owner of
+// its database, not a superuser, so SQL injected anywhere could not read
+// files or run programs on the host.
+const serviceRole = "pushmfa"
+
 // startEmbedded prepares DATA_DIR, its master key and the private cluster,
 // and returns the cluster's URL and the master key.
 func (s *Server) startEmbedded(ctx context.Context) (string, []byte, error) {
@@ -228,7 +260,10 @@ func (s *Server) startEmbedded(ctx context.Context) (string, []byte, error) {
 	// its cluster directory without being able to list DATA_DIR; every
 	// secret file in it is 0600.
 	if err := os.MkdirAll(dir, 0o711); err != nil {
-		return "", nil, fmt.Errorf("DATA_DIR %s cannot be created: %w", dir, err)
+		return "", nil, fmt.Errorf("DATA_DIR %s cannot be created: %w", dir, errors.Unwrap(err))
+	}
+	if err := checkOwnDir(dir); err != nil {
+		return "", nil, err
 	}
 	if err := checkWritable(dir); err != nil {
 		return "", nil, err
@@ -242,16 +277,20 @@ func (s *Server) startEmbedded(ctx context.Context) (string, []byte, error) {
 
 	key := s.cfg.MasterKey
 	if key == nil {
-		if key, err = loadOrCreateKey(filepath.Join(dir, "master.key"), s.logger); err != nil {
+		if key, err = loadOrCreateKey(filepath.Join(dir, "master.key")); err != nil {
 			return "", nil, err
 		}
 	}
-	password, err := loadOrCreateSecretFile(filepath.Join(dir, "pg-password"))
+	superPassword, err := loadOrCreateSecretFile(filepath.Join(dir, "pg-password"))
+	if err != nil {
+		return "", nil, err
+	}
+	servicePassword, err := loadOrCreateSecretFile(filepath.Join(dir, "db-password"))
 	if err != nil {
 		return "", nil, err
 	}
 	cluster, err := localpg.New(localpg.Options{Dir: filepath.Join(dir, "pg"), BinDir: s.cfg.PGBinDir,
-		Password: password, Logger: s.logger})
+		Password: superPassword, Logger: s.logger})
 	if err != nil {
 		return "", nil, err
 	}
@@ -266,11 +305,37 @@ func (s *Server) startEmbedded(ctx context.Context) (string, []byte, error) {
 		return "", nil, err
 	}
 	s.cluster = cluster
-	s.defer_(cluster.Stop)
-	if err := ensureDatabase(ctx, cluster.URL("postgres"), embeddedDatabase); err != nil {
+	s.defer_(func(ctx context.Context) error {
+		// The cluster is stopped whatever happened to the shutdown budget
+		// before: a fresh deadline, not the spent one.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		return cluster.Stop(ctx)
+	})
+	if err := ensureDatabase(ctx, cluster.URL("postgres"), embeddedDatabase, serviceRole, servicePassword); err != nil {
 		return "", nil, err
 	}
-	return cluster.URL(embeddedDatabase), key, nil
+	return cluster.URLFor(serviceRole, servicePassword, embeddedDatabase), key, nil
+}
+
+// checkOwnDir refuses a DATA_DIR that someone else could have prepared: it
+// must belong to us and be writable by nobody else, or its secrets (the
+// master key, the database passwords) could be planted or read.
+func checkOwnDir(dir string) error {
+	fi, err := os.Lstat(dir)
+	if err != nil {
+		return fmt.Errorf("DATA_DIR %s: %w", dir, errors.Unwrap(err))
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	switch {
+	case !fi.IsDir():
+		return fmt.Errorf("DATA_DIR %s is not a directory", dir)
+	case ok && int(st.Uid) != os.Geteuid():
+		return fmt.Errorf("DATA_DIR %s belongs to uid %d, not to this user (uid %d)", dir, st.Uid, os.Geteuid())
+	case fi.Mode().Perm()&0o022 != 0:
+		return fmt.Errorf("DATA_DIR %s is writable by group or others (mode %04o): chmod go-w it", dir, fi.Mode().Perm())
+	}
+	return nil
 }
 
 func checkWritable(dir string) error {
@@ -286,7 +351,7 @@ func checkWritable(dir string) error {
 // lockDir takes an exclusive lock on DATA_DIR so two servers never share one
 // local cluster (each would stop it under the other).
 func lockDir(dir string) (*os.File, error) {
-	f, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	f, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_CREATE|os.O_RDWR|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("DATA_DIR %s: %w", dir, err)
 	}
@@ -298,7 +363,7 @@ func lockDir(dir string) (*os.File, error) {
 }
 
 // loadOrCreateKey reads the generated master key, making it on first start.
-func loadOrCreateKey(path string, logger *slog.Logger) ([]byte, error) {
+func loadOrCreateKey(path string) ([]byte, error) {
 	text, err := loadOrCreateSecretFile(path)
 	if err != nil {
 		return nil, err
@@ -311,21 +376,40 @@ func loadOrCreateKey(path string, logger *slog.Logger) ([]byte, error) {
 }
 
 // loadOrCreateSecretFile reads a secret kept in DATA_DIR, or writes a fresh
-// random one (32 bytes, base64) with mode 0600.
+// random one (32 bytes, base64) with mode 0600. An existing file must be a
+// regular file (not a link), ours, and readable by nobody else.
 func loadOrCreateSecretFile(path string) (string, error) {
-	b, err := os.ReadFile(path)
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
 	if err == nil {
+		defer f.Close()
+		fi, err := f.Stat()
+		if err != nil {
+			return "", fmt.Errorf("%s: %w", path, err)
+		}
+		st, ok := fi.Sys().(*syscall.Stat_t)
+		switch {
+		case !fi.Mode().IsRegular():
+			return "", fmt.Errorf("%s is not a regular file", path)
+		case ok && int(st.Uid) != os.Geteuid():
+			return "", fmt.Errorf("%s belongs to uid %d, not to this user", path, st.Uid)
+		case fi.Mode().Perm()&0o077 != 0:
+			return "", fmt.Errorf("%s is readable by others (mode %04o): chmod 600 it", path, fi.Mode().Perm())
+		}
+		b, err := io.ReadAll(io.LimitReader(f, 4096))
+		if err != nil {
+			return "", fmt.Errorf("read %s: %w", path, err)
+		}
 		return strings.TrimSpace(string(b)), nil
 	}
 	if !errors.Is(err, os.ErrNotExist) {
-		return "", fmt.Errorf("read %s: %w", path, err)
+		return "", fmt.Errorf("open %s: %w", path, err)
 	}
 	raw := make([]byte, 32)
 	if _, err := rand.Read(raw); err != nil {
 		return "", err
 	}
 	text := base64.StdEncoding.EncodeToString(raw)
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	f, err = os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return "", fmt.Errorf("create %s: %w", path, err)
 	}
@@ -336,22 +420,36 @@ func loadOrCreateSecretFile(path string) (string, error) {
 	return text, f.Close()
 }
 
-// ensureDatabase creates the service's database in the local cluster.
-func ensureDatabase(ctx context.Context, adminURL, name string) error {
+// ensureDatabase makes the service's role (with the password from
+// DATA_DIR) and its database, owned by that role, in the local cluster.
+func ensureDatabase(ctx context.Context, adminURL, database, role, password string) error {
 	conn, err := pgx.Connect(ctx, adminURL)
 	if err != nil {
 		return fmt.Errorf("connect to the local cluster: %w", err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	var exists bool
-	if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)`, name).Scan(&exists); err != nil {
-		return fmt.Errorf("look for database %s: %w", name, err)
+	var roleExists, dbExists bool
+	if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1),
+		EXISTS (SELECT 1 FROM pg_database WHERE datname = $2)`, role, database).Scan(&roleExists, &dbExists); err != nil {
+		return fmt.Errorf("inspect the local cluster: %w", err)
 	}
-	if exists {
-		return nil
+	verb := "ALTER"
+	if !roleExists {
+		verb = "CREATE"
 	}
-	if _, err := conn.Exec(ctx, `CREATE DATABASE `+pgx.Identifier{name}.Sanitize()); err != nil {
-		return fmt.Errorf("create database %s: %w", name, err)
+	// Utility statements take no parameters: format() quotes both safely.
+	var stmt string
+	if err := conn.QueryRow(ctx, `SELECT format('`+verb+` ROLE %I LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD %L', $1::text, $2::text)`,
+		role, password).Scan(&stmt); err != nil {
+		return err
+	}
+	if _, err := conn.Exec(ctx, stmt); err != nil {
+		return fmt.Errorf("set up role %s: %w", role, err)
+	}
+	if !dbExists {
+		if _, err := conn.Exec(ctx, `CREATE DATABASE `+pgx.Identifier{database}.Sanitize()+` OWNER `+pgx.Identifier{role}.Sanitize()); err != nil {
+			return fmt.Errorf("create database %s: %w", database, err)
+		}
 	}
 	return nil
 }

@@ -92,10 +92,20 @@ func TestEmbeddedCluster(t *testing.T) {
 		t.Fatalf("second server on one DATA_DIR: %v", err)
 	}
 
-	pid := postmasterPID(t, dataDir)
-	if err := s.Shutdown(ctx); err != nil {
-		t.Fatal(err)
+	// The service connects as its own role, which is not a superuser.
+	var super bool
+	if err := s.DB().Pool().QueryRow(ctx, `SELECT rolsuper FROM pg_roles WHERE rolname = current_user`).Scan(&super); err != nil || super {
+		t.Fatalf("service role is a superuser (%v) or unreadable: %v", super, err)
 	}
+	if err := s.DB().Pool().QueryRow(ctx, `SELECT pg_read_file('/etc/hostname')`).Scan(new(string)); err == nil {
+		t.Fatal("the service role can read files on the host")
+	}
+
+	// Even with the shutdown budget already spent, the cluster is stopped.
+	pid := postmasterPID(t, dataDir)
+	spent, cancel := context.WithCancel(ctx)
+	cancel()
+	_ = s.Shutdown(spent)
 	if _, err := os.Stat(filepath.Join(dataDir, "pg", "postmaster.pid")); !os.IsNotExist(err) {
 		t.Fatalf("cluster still running after shutdown (pid %d)", pid)
 	}
@@ -143,6 +153,7 @@ func TestStartFailsClearly(t *testing.T) {
 		{"database nowhere", map[string]string{"DATABASE_URL": "postgres://u:secretpw@127.0.0.1:1/db", "MASTER_KEY": key(),
 			"DATABASE_CONNECT_TIMEOUT": "1s"}, "connect to database"},
 		{"listen address taken", nil, "LISTEN_ADDR"},
+		{"pool too small", map[string]string{"DATABASE_URL": "postgres://u@127.0.0.1:1/db?pool_max_conns=1", "MASTER_KEY": key()}, "pool_max_conns"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -174,6 +185,55 @@ func TestStartFailsClearly(t *testing.T) {
 			}
 			if time.Since(start) > 20*time.Second {
 				t.Fatalf("took %s to fail", time.Since(start))
+			}
+		})
+	}
+}
+
+// TestDataDirTrust refuses a DATA_DIR, or secret files in it, that someone
+// else could have prepared or can read.
+func TestDataDirTrust(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name  string
+		setup func(dir string) error
+		want  string
+	}{
+		{"world-writable", func(dir string) error { return os.Chmod(dir, 0o777) }, "writable by group or others"},
+		{"readable master key", func(dir string) error {
+			return os.WriteFile(filepath.Join(dir, "master.key"), []byte(key()), 0o644)
+		}, "readable by others"},
+		{"master key is a link", func(dir string) error {
+			return os.Symlink("/etc/hostname", filepath.Join(dir, "master.key"))
+		}, "master.key"},
+		{"not a directory", func(dir string) error {
+			if err := os.Remove(dir); err != nil {
+				return err
+			}
+			return os.WriteFile(dir, nil, 0o600)
+		}, "not a directory"},
+		{"bad master key", func(dir string) error {
+			return os.WriteFile(filepath.Join(dir, "master.key"), []byte("short"), 0o600)
+		}, "32-byte"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			dir := filepath.Join(t.TempDir(), "data")
+			if err := os.Mkdir(dir, 0o711); err != nil {
+				t.Fatal(err)
+			}
+			if err := tc.setup(dir); err != nil {
+				t.Fatal(err)
+			}
+			s, err := server.Start(context.Background(), load(t, map[string]string{"DATA_DIR": dir, "LISTEN_ADDR": "127.0.0.1:0"}),
+				slog.New(slog.DiscardHandler))
+			if err == nil {
+				s.Shutdown(context.Background()) //nolint:errcheck
+				t.Fatal("started")
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %q does not mention %q", err, tc.want)
 			}
 		})
 	}
