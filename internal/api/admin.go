@@ -10,6 +10,7 @@ import (
 	"github.com/pushmfa/pushmfa/internal/errs"
 	"github.com/pushmfa/pushmfa/internal/policy"
 	"github.com/pushmfa/pushmfa/internal/postgres"
+	"github.com/pushmfa/pushmfa/internal/wire"
 )
 
 // tenant resolves the tenant an admin call acts on. An empty slug means the
@@ -57,7 +58,7 @@ func (h *handlers) listTenants(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, err)
 		return
 	}
-	out := make([]tenantJSON, len(ts))
+	out := make([]wire.Tenant, len(ts))
 	for i, t := range ts {
 		out[i] = tenantOut(t)
 	}
@@ -151,18 +152,11 @@ func (h *handlers) listApplications(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, err)
 		return
 	}
-	out := make([]applicationJSON, len(apps))
+	out := make([]wire.Application, len(apps))
 	for i, a := range apps {
 		out[i] = applicationOut(a)
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"applications": out})
-}
-
-type createApplicationResponse struct {
-	applicationJSON
-	Secret        string `json:"secret"`
-	WebhookSecret string `json:"webhook_secret,omitempty"`
-	DuoSKey       string `json:"duo_skey,omitempty"`
 }
 
 func (h *handlers) createApplication(w http.ResponseWriter, r *http.Request) {
@@ -198,7 +192,8 @@ func (h *handlers) createApplication(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, err)
 		return
 	}
-	out := createApplicationResponse{applicationJSON: applicationOut(app), Secret: sec.Secret.Reveal(), DuoSKey: sec.DuoSKey}
+	out := applicationOut(app)
+	out.Secret, out.DuoSKey = sec.Secret.Reveal(), sec.DuoSKey
 	if sec.WebhookSecret != nil {
 		out.WebhookSecret = sec.WebhookSecret.Reveal()
 	}
@@ -254,10 +249,7 @@ func (h *handlers) patchApplication(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, err)
 		return
 	}
-	out := struct {
-		applicationJSON
-		WebhookSecret string `json:"webhook_secret,omitempty"`
-	}{applicationJSON: applicationOut(app)}
+	out := applicationOut(app)
 	if secret != nil {
 		out.WebhookSecret = secret.Reveal()
 	}
@@ -292,10 +284,9 @@ func (h *handlers) rotateApplicationSecret(w http.ResponseWriter, r *http.Reques
 		writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, struct {
-		applicationJSON
-		Secret string `json:"secret"`
-	}{applicationOut(app), secret.Reveal()})
+	out := applicationOut(app)
+	out.Secret = secret.Reveal()
+	writeJSON(w, http.StatusOK, out)
 }
 
 // ---- users ----
@@ -321,10 +312,7 @@ func (h *handlers) listUsers(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, err)
 		return
 	}
-	out := struct {
-		Users      []userJSON `json:"users"`
-		NextCursor string     `json:"next_cursor,omitempty"`
-	}{Users: make([]userJSON, len(users))}
+	out := wire.UsersPage{Users: make([]wire.User, len(users))}
 	for i, u := range users {
 		out.Users[i] = userOut(u, t.Slug)
 	}
@@ -419,7 +407,7 @@ func (h *handlers) writeDevices(w http.ResponseWriter, r *http.Request, tenantID
 		writeError(w, r, err)
 		return
 	}
-	out := make([]deviceJSON, len(ds))
+	out := make([]wire.Device, len(ds))
 	for i, d := range ds {
 		out[i] = deviceOut(d)
 	}
@@ -434,7 +422,7 @@ func (h *handlers) listTokens(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, err)
 		return
 	}
-	out := make([]tokenJSON, len(ks))
+	out := make([]wire.AdminToken, len(ks))
 	for i, k := range ks {
 		out[i] = tokenOut(k)
 	}
@@ -471,10 +459,9 @@ func (h *handlers) createToken(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusCreated, struct {
-		tokenJSON
-		Token string `json:"token"`
-	}{tokenOut(k), secret.Reveal()})
+	out := tokenOut(k)
+	out.Token = secret.Reveal()
+	writeJSON(w, http.StatusCreated, out)
 }
 
 func (h *handlers) revokeToken(w http.ResponseWriter, r *http.Request) {
@@ -538,10 +525,7 @@ func (h *handlers) listAudit(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, err)
 		return
 	}
-	out := struct {
-		Events     []auditEventJSON `json:"events"`
-		NextCursor string           `json:"next_cursor,omitempty"`
-	}{Events: make([]auditEventJSON, len(events))}
+	out := wire.AuditPage{Events: make([]wire.AuditEvent, len(events))}
 	for i, e := range events {
 		out.Events[i] = auditOut(e)
 	}
@@ -549,16 +533,6 @@ func (h *handlers) listAudit(w http.ResponseWriter, r *http.Request) {
 		out.NextCursor = encodeCursor("a", strconv.FormatInt(events[len(events)-1].ID, 10))
 	}
 	writeJSON(w, http.StatusOK, out)
-}
-
-type auditVerifyJSON struct {
-	Tenant      string       `json:"tenant"`
-	Valid       bool         `json:"valid"`
-	Events      int64        `json:"events"`
-	Unsealed    int64        `json:"unsealed"`
-	HeadSeq     int64        `json:"head_seq"`
-	HeadHash    string       `json:"head_hash"`
-	FirstBroken *audit.Break `json:"first_broken,omitempty"`
 }
 
 func (h *handlers) verifyAudit(w http.ResponseWriter, r *http.Request) {
@@ -574,8 +548,12 @@ func (h *handlers) verifyAudit(w http.ResponseWriter, r *http.Request) {
 	}
 	loggerFrom(r.Context()).Info("audit chain verified", "tenant", t.Slug, "valid", v.Broken == nil,
 		"head_seq", v.HeadSeq, "head_hash", audit.Hex(v.HeadHash))
-	writeJSON(w, http.StatusOK, auditVerifyJSON{Tenant: t.Slug, Valid: v.Broken == nil, Events: v.Events,
-		Unsealed: v.Unsealed, HeadSeq: v.HeadSeq, HeadHash: audit.Hex(v.HeadHash), FirstBroken: v.Broken})
+	out := wire.AuditVerification{Tenant: t.Slug, Valid: v.Broken == nil, Events: v.Events,
+		Unsealed: v.Unsealed, HeadSeq: v.HeadSeq, HeadHash: audit.Hex(v.HeadHash)}
+	if b := v.Broken; b != nil {
+		out.FirstBroken = &wire.AuditBreak{Seq: b.Seq, EventID: b.EventID, Reason: b.Reason}
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 // auditTypeRE is the shape of event types (the schema's CHECK).

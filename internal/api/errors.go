@@ -8,6 +8,7 @@ import (
 	"strconv"
 
 	"github.com/pushmfa/pushmfa/internal/errs"
+	"github.com/pushmfa/pushmfa/internal/wire"
 )
 
 // statuses maps every domain error code to its HTTP status. This table is the
@@ -38,16 +39,6 @@ func Codes() []errs.Code {
 	return out
 }
 
-type errorBody struct {
-	Error errorDetail `json:"error"`
-}
-
-type errorDetail struct {
-	Code    errs.Code `json:"code"`
-	Message string    `json:"message"`
-	Field   string    `json:"field,omitempty"`
-}
-
 // writeError answers with err's status and stable code. Anything that is not
 // a domain error becomes 500 internal with a generic message, and is logged
 // with the request id so an operator can find it.
@@ -74,7 +65,7 @@ func writeError(w http.ResponseWriter, r *http.Request, err error) {
 	if status == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="pushmfa"`)
 	}
-	writeJSON(w, status, errorBody{Error: errorDetail{Code: e.Code, Message: e.Message, Field: e.Field}})
+	writeJSON(w, status, wire.Error{Error: wire.ErrorDetail{Code: string(e.Code), Message: e.Message, Field: e.Field}})
 }
 
 // writeJSON answers with v as JSON.

@@ -123,9 +123,9 @@ func Link(prev []byte, e Event) ([]byte, error) {
 
 // Break names the first broken link of a chain.
 type Break struct {
-	Seq     int64  `json:"seq"`
-	EventID int64  `json:"event_id"`
-	Reason  string `json:"reason"`
+	Seq     int64
+	EventID int64
+	Reason  string
 }
 
 // Verifier checks a tenant's sealed events, fed in sequence order.

@@ -15,6 +15,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/pushmfa/pushmfa/internal/wire"
 )
 
 // Client calls the API with one bearer credential.
@@ -32,9 +34,9 @@ func New(baseURL, token string) *Client {
 // Error is an error reply of the API.
 type Error struct {
 	Status  int
-	Code    string `json:"code"`
-	Message string `json:"message"`
-	Field   string `json:"field"`
+	Code    string
+	Message string
+	Field   string
 }
 
 func (e *Error) Error() string {
@@ -81,10 +83,9 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any) error
 		return fmt.Errorf("%s %s: read reply: %w", method, path, err)
 	}
 	if resp.StatusCode >= 400 {
-		var e struct{ Error Error }
+		var e wire.Error
 		_ = json.Unmarshal(raw, &e)
-		e.Error.Status = resp.StatusCode
-		return &e.Error
+		return &Error{Status: resp.StatusCode, Code: e.Error.Code, Message: e.Error.Message, Field: e.Error.Field}
 	}
 	if out == nil || resp.StatusCode == http.StatusNoContent {
 		return nil
@@ -100,32 +101,20 @@ func (c *Client) Ready(ctx context.Context) error {
 	return c.Do(ctx, http.MethodGet, "/readyz", nil, nil)
 }
 
-// ---- wire types ----
+// ---- wire types (shared with the server) ----
 
-// Tenant is an organisation.
-type Tenant struct {
-	ID        string    `json:"id"`
-	Slug      string    `json:"slug"`
-	Name      string    `json:"name"`
-	CreatedAt time.Time `json:"created_at"`
-}
-
-// Application is a relying party. The secret fields are set only in the
-// replies that reveal them (creation, rotation, adding a webhook).
-type Application struct {
-	ID              string     `json:"id"`
-	Tenant          string     `json:"tenant"`
-	Name            string     `json:"name"`
-	NumberMatching  string     `json:"number_matching"`
-	WebhookURL      string     `json:"webhook_url,omitempty"`
-	Duo             bool       `json:"duo"`
-	DuoIKey         string     `json:"duo_ikey,omitempty"`
-	CreatedAt       time.Time  `json:"created_at"`
-	SecretRotatedAt *time.Time `json:"secret_rotated_at,omitempty"`
-	Secret          string     `json:"secret,omitempty"`
-	WebhookSecret   string     `json:"webhook_secret,omitempty"`
-	DuoSKey         string     `json:"duo_skey,omitempty"`
-}
+// The API's JSON shapes.
+type (
+	Tenant            = wire.Tenant
+	Application       = wire.Application
+	User              = wire.User
+	UsersPage         = wire.UsersPage
+	Device            = wire.Device
+	AdminToken        = wire.AdminToken
+	AuditEvent        = wire.AuditEvent
+	AuditPage         = wire.AuditPage
+	AuditVerification = wire.AuditVerification
+)
 
 // NewApplication is the body of an application's creation.
 type NewApplication struct {
@@ -141,76 +130,6 @@ type ApplicationPatch struct {
 	Name           *string `json:"name,omitempty"`
 	NumberMatching *string `json:"number_matching,omitempty"`
 	WebhookURL     *string `json:"webhook_url,omitempty"`
-}
-
-// User is a tenant's user.
-type User struct {
-	ID         string     `json:"id"`
-	User       string     `json:"user"`
-	Tenant     string     `json:"tenant"`
-	CreatedAt  time.Time  `json:"created_at"`
-	Locked     bool       `json:"locked"`
-	LockedAt   *time.Time `json:"locked_at,omitempty"`
-	LockReason string     `json:"lock_reason,omitempty"`
-}
-
-// Device is an authenticator of a user.
-type Device struct {
-	ID           string     `json:"id"`
-	Name         string     `json:"name"`
-	Platform     string     `json:"platform"`
-	PushProvider string     `json:"push_provider"`
-	State        string     `json:"state"`
-	AppVersion   string     `json:"app_version,omitempty"`
-	OSVersion    string     `json:"os_version,omitempty"`
-	CreatedAt    time.Time  `json:"created_at"`
-	LastSeenAt   *time.Time `json:"last_seen_at,omitempty"`
-	RevokedAt    *time.Time `json:"revoked_at,omitempty"`
-	RevokedBy    string     `json:"revoked_by,omitempty"`
-	RevokeReason string     `json:"revoke_reason,omitempty"`
-	TOTP         bool       `json:"totp"`
-}
-
-// AdminToken is an admin credential; Token is set only at creation.
-type AdminToken struct {
-	ID         string     `json:"id"`
-	Name       string     `json:"name"`
-	Tenant     string     `json:"tenant,omitempty"`
-	Global     bool       `json:"global"`
-	CreatedAt  time.Time  `json:"created_at"`
-	CreatedBy  string     `json:"created_by"`
-	LastUsedAt *time.Time `json:"last_used_at,omitempty"`
-	RevokedAt  *time.Time `json:"revoked_at,omitempty"`
-	Token      string     `json:"token,omitempty"`
-}
-
-// AuditEvent is one audit record.
-type AuditEvent struct {
-	ID         int64                     `json:"id"`
-	Seq        *int64                    `json:"seq,omitempty"`
-	OccurredAt time.Time                 `json:"occurred_at"`
-	Type       string                    `json:"type"`
-	Actor      struct{ Type, ID string } `json:"actor"`
-	UserID     string                    `json:"user_id,omitempty"`
-	Data       json.RawMessage           `json:"data"`
-	Sealed     bool                      `json:"sealed"`
-	PrevHash   string                    `json:"prev_hash,omitempty"`
-	Hash       string                    `json:"hash,omitempty"`
-}
-
-// AuditVerification is the outcome of a chain check.
-type AuditVerification struct {
-	Tenant      string `json:"tenant"`
-	Valid       bool   `json:"valid"`
-	Events      int64  `json:"events"`
-	Unsealed    int64  `json:"unsealed"`
-	HeadSeq     int64  `json:"head_seq"`
-	HeadHash    string `json:"head_hash"`
-	FirstBroken *struct {
-		Seq     int64  `json:"seq"`
-		EventID int64  `json:"event_id"`
-		Reason  string `json:"reason"`
-	} `json:"first_broken,omitempty"`
 }
 
 // ---- calls ----
@@ -297,12 +216,6 @@ func (c *Client) CreateUser(ctx context.Context, tenant, name string) (User, err
 	return u, err
 }
 
-// UsersPage is one page of users.
-type UsersPage struct {
-	Users      []User `json:"users"`
-	NextCursor string `json:"next_cursor"`
-}
-
 // Users lists one page of a tenant's users.
 func (c *Client) Users(ctx context.Context, tenant string, limit int, cursor string) (UsersPage, error) {
 	q := url.Values{}
@@ -384,12 +297,6 @@ type AuditQuery struct {
 	Since, Until       time.Time
 	Limit              int
 	Cursor             string
-}
-
-// AuditPage is one page of audit events.
-type AuditPage struct {
-	Events     []AuditEvent `json:"events"`
-	NextCursor string       `json:"next_cursor"`
 }
 
 // Audit lists audit events, newest first.

@@ -1,0 +1,139 @@
+// Package wire defines the JSON shapes of the HTTP API, shared by the server
+// (internal/api) and its Go client (internal/client), so the two cannot
+// drift apart. The OpenAPI document is the contract; tests check the
+// server's replies against it. Times are RFC 3339 in UTC.
+package wire
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// Tenant is an organisation.
+type Tenant struct {
+	ID        string    `json:"id"`
+	Slug      string    `json:"slug"`
+	Name      string    `json:"name"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// Application is a relying party. The secret fields are set only in the
+// replies that reveal them, once: creation (secret, webhook_secret,
+// duo_skey), rotation (secret) and adding a webhook (webhook_secret).
+type Application struct {
+	ID              string     `json:"id"`
+	Tenant          string     `json:"tenant"`
+	Name            string     `json:"name"`
+	NumberMatching  string     `json:"number_matching"`
+	WebhookURL      string     `json:"webhook_url,omitempty"`
+	Duo             bool       `json:"duo"`
+	DuoIKey         string     `json:"duo_ikey,omitempty"`
+	CreatedAt       time.Time  `json:"created_at"`
+	SecretRotatedAt *time.Time `json:"secret_rotated_at,omitempty"`
+	Secret          string     `json:"secret,omitempty"`
+	WebhookSecret   string     `json:"webhook_secret,omitempty"`
+	DuoSKey         string     `json:"duo_skey,omitempty"`
+}
+
+// User is a tenant's user.
+type User struct {
+	ID         string     `json:"id"`
+	User       string     `json:"user"`
+	Tenant     string     `json:"tenant"`
+	CreatedAt  time.Time  `json:"created_at"`
+	Locked     bool       `json:"locked"`
+	LockedAt   *time.Time `json:"locked_at,omitempty"`
+	LockReason string     `json:"lock_reason,omitempty"`
+}
+
+// UsersPage is one page of users; NextCursor is set when more follow.
+type UsersPage struct {
+	Users      []User `json:"users"`
+	NextCursor string `json:"next_cursor,omitempty"`
+}
+
+// Device is an authenticator of a user.
+type Device struct {
+	ID           string     `json:"id"`
+	Name         string     `json:"name"`
+	Platform     string     `json:"platform"`
+	PushProvider string     `json:"push_provider"`
+	State        string     `json:"state"`
+	AppVersion   string     `json:"app_version,omitempty"`
+	OSVersion    string     `json:"os_version,omitempty"`
+	CreatedAt    time.Time  `json:"created_at"`
+	LastSeenAt   *time.Time `json:"last_seen_at,omitempty"`
+	RevokedAt    *time.Time `json:"revoked_at,omitempty"`
+	RevokedBy    string     `json:"revoked_by,omitempty"`
+	RevokeReason string     `json:"revoke_reason,omitempty"`
+	TOTP         bool       `json:"totp"`
+}
+
+// AdminToken is an admin credential; Token is set only at creation.
+type AdminToken struct {
+	ID         string     `json:"id"`
+	Name       string     `json:"name"`
+	Tenant     string     `json:"tenant,omitempty"`
+	Global     bool       `json:"global"`
+	CreatedAt  time.Time  `json:"created_at"`
+	CreatedBy  string     `json:"created_by"`
+	LastUsedAt *time.Time `json:"last_used_at,omitempty"`
+	RevokedAt  *time.Time `json:"revoked_at,omitempty"`
+	Token      string     `json:"token,omitempty"`
+}
+
+// Actor is who did an audited act.
+type Actor struct {
+	Type string `json:"type"`
+	ID   string `json:"id"`
+}
+
+// AuditEvent is one audit record; Seq and the hashes are set once sealed.
+type AuditEvent struct {
+	ID         int64           `json:"id"`
+	Seq        *int64          `json:"seq,omitempty"`
+	OccurredAt time.Time       `json:"occurred_at"`
+	Type       string          `json:"type"`
+	Actor      Actor           `json:"actor"`
+	UserID     string          `json:"user_id,omitempty"`
+	Data       json.RawMessage `json:"data"`
+	Sealed     bool            `json:"sealed"`
+	PrevHash   string          `json:"prev_hash,omitempty"`
+	Hash       string          `json:"hash,omitempty"`
+}
+
+// AuditPage is one page of audit events, newest first.
+type AuditPage struct {
+	Events     []AuditEvent `json:"events"`
+	NextCursor string       `json:"next_cursor,omitempty"`
+}
+
+// AuditBreak names the first broken link of a chain.
+type AuditBreak struct {
+	Seq     int64  `json:"seq"`
+	EventID int64  `json:"event_id"`
+	Reason  string `json:"reason"`
+}
+
+// AuditVerification is the outcome of a chain check.
+type AuditVerification struct {
+	Tenant      string      `json:"tenant"`
+	Valid       bool        `json:"valid"`
+	Events      int64       `json:"events"`
+	Unsealed    int64       `json:"unsealed"`
+	HeadSeq     int64       `json:"head_seq"`
+	HeadHash    string      `json:"head_hash"`
+	FirstBroken *AuditBreak `json:"first_broken,omitempty"`
+}
+
+// Error is the body of every error reply.
+type Error struct {
+	Error ErrorDetail `json:"error"`
+}
+
+// ErrorDetail is a stable code, a message and the field at fault.
+type ErrorDetail struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+	Field   string `json:"field,omitempty"`
+}
