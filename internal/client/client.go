@@ -52,35 +52,58 @@ func IsCode(err error, code string) bool {
 	return errors.As(err, &e) && e.Code == code
 }
 
-// Do sends a request with an optional JSON body and decodes a JSON reply
-// into out (when not nil).
+// Do sends a request with an optional JSON body and the client's bearer
+// token, and decodes a JSON reply into out (when not nil).
 func (c *Client) Do(ctx context.Context, method, path string, in, out any) error {
-	var body io.Reader
+	var body []byte
+	contentType := ""
 	if in != nil {
 		b, err := json.Marshal(in)
 		if err != nil {
 			return err
 		}
-		body = bytes.NewReader(b)
+		body, contentType = b, "application/json"
 	}
-	req, err := http.NewRequestWithContext(ctx, method, c.BaseURL+path, body)
+	auth := ""
+	if c.Token != "" {
+		auth = "Bearer " + c.Token
+	}
+	return c.Send(ctx, Request{Method: method, Path: path, ContentType: contentType, Body: body, Authorization: auth}, out)
+}
+
+// Request is one call with any credential and body.
+type Request struct {
+	Method, Path  string
+	ContentType   string
+	Body          []byte
+	Authorization string
+}
+
+// Send makes a request and decodes a JSON reply into out (when not nil). An
+// error reply becomes an *Error.
+func (c *Client) Send(ctx context.Context, r Request, out any) error {
+	var body io.Reader
+	if r.Body != nil {
+		body = bytes.NewReader(r.Body)
+	}
+	req, err := http.NewRequestWithContext(ctx, r.Method, c.BaseURL+r.Path, body)
 	if err != nil {
 		return err
 	}
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
+	if r.ContentType != "" {
+		req.Header.Set("Content-Type", r.ContentType)
 	}
-	if c.Token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.Token)
+	if r.Authorization != "" {
+		req.Header.Set("Authorization", r.Authorization)
 	}
 	resp, err := c.HTTP.Do(req)
 	if err != nil {
-		return fmt.Errorf("%s %s: %w", method, path, err)
+		return fmt.Errorf("%s %s: %w", r.Method, r.Path, err)
 	}
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
 	if err != nil {
-		return fmt.Errorf("%s %s: read reply: %w", method, path, err)
+		return fmt.Errorf("%s %s: read reply: %w", r.Method, r.Path, err)
 	}
 	if resp.StatusCode >= 400 {
 		var e wire.Error
@@ -90,8 +113,12 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any) error
 	if out == nil || resp.StatusCode == http.StatusNoContent {
 		return nil
 	}
+	if b, ok := out.(*[]byte); ok {
+		*b = raw
+		return nil
+	}
 	if err := json.Unmarshal(raw, out); err != nil {
-		return fmt.Errorf("%s %s: decode reply: %w", method, path, err)
+		return fmt.Errorf("%s %s: decode reply: %w", r.Method, r.Path, err)
 	}
 	return nil
 }
