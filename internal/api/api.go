@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"time"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -40,12 +41,20 @@ type Config struct {
 	AllowHTTPLoopbackWebhooks bool
 	// TrustedProxies are the proxies whose X-Forwarded-For names the client.
 	TrustedProxies []netip.Prefix
+	// PublicURL is the server's external base URL, carried by enrollment
+	// URIs and QR codes.
+	PublicURL string
+	// Now is the clock (time.Now when nil).
+	Now func() time.Time
 }
 
 type handlers struct {
 	db                *postgres.DB
 	ready             func(context.Context) error
 	allowHTTPWebhooks bool
+	publicURL         string
+	now               func() time.Time
+	auth              *authenticator
 }
 
 // New builds the HTTP handler.
@@ -54,9 +63,15 @@ func New(cfg Config) (http.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	h := &handlers{db: cfg.DB, ready: cfg.Ready, allowHTTPWebhooks: cfg.AllowHTTPLoopbackWebhooks}
+	now := cfg.Now
+	if now == nil {
+		now = time.Now
+	}
 	clientIP := clientAddr(cfg.TrustedProxies)
 	auth := newAuthenticator(cfg.DB, cfg.BootstrapAdminToken, cfg.AuthFailureLimit, cfg.Metrics, clientIP)
+	h := &handlers{db: cfg.DB, ready: cfg.Ready, allowHTTPWebhooks: cfg.AllowHTTPLoopbackWebhooks,
+		publicURL: cfg.PublicURL, now: now, auth: auth}
+	dev := newDeviceAuth(cfg.DB, auth, now)
 
 	r := chi.NewRouter()
 	r.Use(requestID(cfg.Logger), observe(cfg.Metrics, clientIP), recoverer, checkQuery)
@@ -93,6 +108,11 @@ func New(cfg Config) (http.Handler, error) {
 		r.Post("/users/{user}/lock", h.lockUser)
 		r.Post("/users/{user}/unlock", h.unlockUser)
 		r.Get("/users/{user}/devices", h.adminUserDevices)
+		r.Post("/users/{user}/enrollments", h.adminCreateEnrollment)
+		r.Get("/enrollments/{id}", h.getEnrollment)
+		r.Get("/enrollments/{id}/qr.png", h.qr("png"))
+		r.Get("/enrollments/{id}/qr.svg", h.qr("svg"))
+		r.Post("/devices/{device_id}/revoke", h.adminRevokeDevice)
 
 		r.Get("/tokens", h.listTokens)
 		r.Post("/tokens", h.createToken)
@@ -106,7 +126,16 @@ func New(cfg Config) (http.Handler, error) {
 		r.Group(func(r chi.Router) {
 			r.Use(auth.require(account.KindApplication))
 			r.Get("/users/{user}/devices", h.rpUserDevices)
+			r.Delete("/users/{user}/devices/{device_id}", h.rpRemoveDevice)
+			r.Post("/enrollments", h.rpCreateEnrollment)
+			r.Get("/enrollments/{id}", h.getEnrollment)
+			r.Get("/enrollments/{id}/qr.png", h.qr("png"))
+			r.Get("/enrollments/{id}/qr.svg", h.qr("svg"))
 		})
+		r.Post("/device/enroll", h.enroll)
+		r.Get("/device", dev.device(h.deviceSelf))
+		r.Put("/device/push-token", dev.device(h.setPushToken))
+		r.Delete("/device", dev.device(h.removeSelf))
 	})
 	return r, nil
 }

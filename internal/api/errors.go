@@ -28,6 +28,12 @@ var statuses = map[errs.Code]int{
 	errs.RateLimited:          http.StatusTooManyRequests,
 	errs.Internal:             http.StatusInternalServerError,
 	errs.Unavailable:          http.StatusServiceUnavailable,
+	errs.EnrollmentNotFound:   http.StatusNotFound,
+	errs.EnrollmentUsed:       http.StatusConflict,
+	errs.EnrollmentExpired:    http.StatusGone,
+	errs.DeviceLimit:          http.StatusConflict,
+	errs.InvalidJWS:           http.StatusBadRequest,
+	errs.DeviceRevoked:        http.StatusUnauthorized,
 }
 
 // Codes lists every code the API can return (for tests and documentation).

@@ -63,7 +63,8 @@ func auditOut(e audit.Event) wire.AuditEvent {
 func deviceOut(d devices.Device) wire.Device {
 	return wire.Device{ID: d.ID, Name: d.Name, Platform: d.Platform, PushProvider: d.PushProvider, State: d.State,
 		AppVersion: d.AppVersion, OSVersion: d.OSVersion, CreatedAt: utc(d.CreatedAt), LastSeenAt: utcp(d.LastSeenAt),
-		RevokedAt: utcp(d.RevokedAt), RevokedBy: d.RevokedBy, RevokeReason: d.RevokeReason, TOTP: d.HasTOTP}
+		RevokedAt: utcp(d.RevokedAt), RevokedBy: d.RevokedBy, RevokeReason: d.RevokeReason, TOTP: d.HasTOTP,
+		PushTokenInvalid: d.PushTokenInvalid}
 }
 
 // Cursors are opaque to clients: base64url of a tagged position.

@@ -197,6 +197,36 @@ func (e *Env) JSON(t testing.TB, method, path, token string, body any) *Response
 	return e.Do(t, Req{Method: method, Path: path, Token: token, Body: body})
 }
 
+// HTTPClient returns a client that checks every reply against the OpenAPI
+// document, for code that makes its own calls (the reference authenticator,
+// mfactl).
+func (e *Env) HTTPClient(t testing.TB) *http.Client {
+	return &http.Client{Timeout: 90 * time.Second, Transport: checking{t: t, next: http.DefaultTransport}}
+}
+
+type checking struct {
+	t    testing.TB
+	next http.RoundTripper
+}
+
+func (c checking) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := c.next.RoundTrip(req)
+	if err != nil {
+		return resp, err
+	}
+	raw, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		return nil, err
+	}
+	resp.Body = io.NopCloser(bytes.NewReader(raw))
+	if resp.StatusCode >= 500 {
+		c.t.Errorf("%s %s: %d %s", req.Method, req.URL.Path, resp.StatusCode, raw)
+	}
+	CheckResponse(c.t, req, &Response{Status: resp.StatusCode, Header: resp.Header, Body: raw})
+	return resp, nil
+}
+
 // spec is the OpenAPI document, loaded once per test process.
 var spec struct {
 	once   sync.Once
@@ -209,6 +239,10 @@ var spec struct {
 func Spec(t testing.TB) (*openapi3.T, routers.Router) {
 	t.Helper()
 	spec.once.Do(func() {
+		// Image replies are checked for status and media type only.
+		for _, mt := range []string{"image/png", "image/svg+xml"} {
+			openapi3filter.RegisterBodyDecoder(mt, openapi3filter.FileBodyDecoder)
+		}
 		loader := openapi3.NewLoader()
 		doc, err := loader.LoadFromData(api.OpenAPIYAML)
 		if err != nil {

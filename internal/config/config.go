@@ -36,7 +36,10 @@ type Config struct {
 	ListenAddr             string
 	// PublicURL is the externally visible base URL (what QR codes carry).
 	PublicURL *url.URL
-	DataDir   string
+	// PublicURLDerived reports that PUBLIC_URL was not set: the server then
+	// derives it from the address it actually listens on.
+	PublicURLDerived bool
+	DataDir          string
 	// MasterKey encrypts secrets at rest (32 bytes). Nil when unset; the
 	// server then generates one into DataDir, only for the embedded cluster.
 	MasterKey []byte
@@ -322,6 +325,7 @@ func (l *loader) validate(c *Config) {
 func (l *loader) publicURL(c *Config, listenHost string) {
 	raw := l.str("PUBLIC_URL", "")
 	if raw == "" {
+		c.PublicURLDerived = true
 		scheme := "http"
 		if c.TLSCertFile != "" {
 			scheme = "https"

@@ -43,4 +43,16 @@ type Device struct {
 	RevokedBy    string
 	RevokeReason string
 	HasTOTP      bool
+	// PushTokenInvalid is set when the push service refused the token: the
+	// app is told to register a new one on its next call.
+	PushTokenInvalid bool
+}
+
+// ValidReason reports whether r is a revocation reason.
+func ValidReason(r string) bool {
+	switch r {
+	case ReasonLost, ReasonReplaced, ReasonRemovedByUser, ReasonRemovedByAdmin:
+		return true
+	}
+	return false
 }

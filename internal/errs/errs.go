@@ -31,6 +31,13 @@ const (
 	RateLimited          Code = "rate_limited"
 	Unavailable          Code = "unavailable"
 	InvalidPolicy        Code = "invalid_policy"
+
+	EnrollmentNotFound Code = "enrollment_not_found"
+	EnrollmentUsed     Code = "enrollment_used"
+	EnrollmentExpired  Code = "enrollment_expired"
+	DeviceLimit        Code = "device_limit_reached"
+	InvalidJWS         Code = "invalid_jws"
+	DeviceRevoked      Code = "device_revoked"
 )
 
 // Error is a domain error. Message is shown to the client as is, so it must

@@ -18,6 +18,8 @@ import (
 	"github.com/pushmfa/pushmfa/internal/audit"
 	"github.com/pushmfa/pushmfa/internal/metrics"
 	"github.com/pushmfa/pushmfa/internal/postgres"
+	"github.com/pushmfa/pushmfa/internal/push"
+	"github.com/pushmfa/pushmfa/internal/queue"
 )
 
 // Intervals of the periodic jobs. The audit scan runs often so that every
@@ -26,6 +28,7 @@ const (
 	pruneInterval      = time.Minute
 	auditScanInterval  = 2 * time.Second
 	auditHeadsInterval = 10 * time.Minute
+	expireInterval     = time.Minute
 )
 
 // Config is what the workers need.
@@ -33,8 +36,10 @@ type Config struct {
 	DB      *postgres.DB
 	Metrics *metrics.Metrics
 	Logger  *slog.Logger
-	// MaxWorkers bounds concurrent jobs in this process.
+	// MaxWorkers bounds concurrent jobs in this process, per queue.
 	MaxWorkers int
+	// Push delivers pushes (the logging provider without credentials).
+	Push push.Provider
 }
 
 // NewClient builds the River client with every worker and periodic job. The
@@ -45,6 +50,8 @@ func NewClient(cfg Config) (*river.Client[pgx.Tx], error) {
 	river.AddWorker(workers, &auditScanWorker{db: cfg.DB})
 	river.AddWorker(workers, &auditSealWorker{db: cfg.DB, metrics: cfg.Metrics, logger: cfg.Logger})
 	river.AddWorker(workers, &auditHeadsWorker{db: cfg.DB, metrics: cfg.Metrics, logger: cfg.Logger})
+	river.AddWorker(workers, &expireEnrollmentsWorker{db: cfg.DB})
+	river.AddWorker(workers, &deliverWorker{db: cfg.DB, provider: cfg.Push, logger: cfg.Logger})
 
 	maxWorkers := cfg.MaxWorkers
 	if maxWorkers <= 0 {
@@ -56,13 +63,17 @@ func NewClient(cfg Config) (*river.Client[pgx.Tx], error) {
 			&river.PeriodicJobOpts{RunOnStart: true})
 	}
 	client, err := river.NewClient(riverpgxv5.New(cfg.DB.Pool()), &river.Config{
-		Logger:  slog.New(warnOnly{cfg.Logger.Handler()}),
-		Queues:  map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: maxWorkers}},
+		Logger: slog.New(warnOnly{cfg.Logger.Handler()}),
+		Queues: map[string]river.QueueConfig{
+			river.QueueDefault: {MaxWorkers: maxWorkers},
+			queue.QueuePush:    {MaxWorkers: maxWorkers},
+		},
 		Workers: workers,
 		PeriodicJobs: []*river.PeriodicJob{
 			periodic(pruneInterval, PruneJTIsArgs{}),
 			periodic(auditScanInterval, AuditScanArgs{}),
 			periodic(auditHeadsInterval, AuditHeadsArgs{}),
+			periodic(expireInterval, ExpireEnrollmentsArgs{}),
 		},
 		// Finished housekeeping jobs are of no interest for long.
 		CompletedJobRetentionPeriod: time.Hour,
@@ -195,4 +206,50 @@ func exportHead(m *metrics.Metrics, logger *slog.Logger, h postgres.AuditHead) {
 	hash := audit.Hex(h.Hash)
 	m.SetAuditHead(h.TenantID, h.Seq, hash)
 	logger.Info("audit chain head", "tenant", h.TenantSlug, "tenant_id", h.TenantID, "head_seq", h.Seq, "head_hash", hash)
+}
+
+// ExpireEnrollmentsArgs marks lapsed enrollments expired and erases their
+// sealed codes.
+type ExpireEnrollmentsArgs struct{}
+
+// Kind names the job.
+func (ExpireEnrollmentsArgs) Kind() string { return "expire_enrollments" }
+
+type expireEnrollmentsWorker struct {
+	river.WorkerDefaults[ExpireEnrollmentsArgs]
+	db *postgres.DB
+}
+
+func (w *expireEnrollmentsWorker) Work(ctx context.Context, _ *river.Job[ExpireEnrollmentsArgs]) error {
+	_, err := w.db.ExpireEnrollments(ctx)
+	return err
+}
+
+type deliverWorker struct {
+	river.WorkerDefaults[queue.DeliverArgs]
+	db       *postgres.DB
+	provider push.Provider
+	logger   *slog.Logger
+}
+
+// Work sends one delivery. A delivery already settled is not sent again (a
+// retried job), and one whose device was revoked or lost its token since is
+// skipped: a revoked device receives nothing.
+func (w *deliverWorker) Work(ctx context.Context, job *river.Job[queue.DeliverArgs]) error {
+	d, err := w.db.Delivery(ctx, job.Args.DeliveryID)
+	if err != nil || d.Done {
+		return err
+	}
+	if d.Gone {
+		return w.db.RecordDelivery(ctx, postgres.DeliveryOutcome{ID: d.Message.DeliveryID, Provider: d.Message.Provider,
+			Outcome: "skipped", Reason: "device revoked or without a push token"})
+	}
+	id, err := w.provider.Send(ctx, d.Message)
+	if err != nil {
+		_ = w.db.RecordDelivery(ctx, postgres.DeliveryOutcome{ID: d.Message.DeliveryID, Provider: w.provider.Name(),
+			Outcome: "retrying", Reason: err.Error()})
+		return err
+	}
+	return w.db.RecordDelivery(ctx, postgres.DeliveryOutcome{ID: d.Message.DeliveryID, Provider: w.provider.Name(),
+		Outcome: "sent", ProviderMessageID: id})
 }

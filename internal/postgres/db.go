@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/pushmfa/pushmfa/internal/queue"
 	"github.com/pushmfa/pushmfa/internal/seal"
 )
 
@@ -89,7 +90,12 @@ type DB struct {
 	pool   *pgxpool.Pool
 	keys   *seal.Keyring
 	logger *slog.Logger
+	queue  queue.Inserter
 }
+
+// UseQueue sets where acts enqueue their jobs (pushes, notifications), in
+// their own transactions. The server sets it once River's client exists.
+func (db *DB) UseQueue(q queue.Inserter) { db.queue = q }
 
 // New wraps a pool. keys seals and opens recoverable secrets.
 func New(pool *pgxpool.Pool, keys *seal.Keyring, logger *slog.Logger) *DB {

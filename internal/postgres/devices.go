@@ -2,22 +2,50 @@ package postgres
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"errors"
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/riverqueue/river"
 
+	"github.com/pushmfa/pushmfa/internal/audit"
 	"github.com/pushmfa/pushmfa/internal/devices"
+	"github.com/pushmfa/pushmfa/internal/errs"
+	"github.com/pushmfa/pushmfa/internal/jose"
+	"github.com/pushmfa/pushmfa/internal/push"
+	"github.com/pushmfa/pushmfa/internal/queue"
+	"github.com/pushmfa/pushmfa/internal/seal"
 )
 
 const deviceColumns = `id, tenant_id, user_id, name, platform, push_provider, coalesce(app_version, ''),
 	coalesce(os_version, ''), state, created_at, last_seen_at, revoked_at, coalesce(revoked_by, ''),
-	coalesce(revoke_reason, ''), totp_secret IS NOT NULL`
+	coalesce(revoke_reason, ''), totp_secret IS NOT NULL, push_token_invalid_at IS NOT NULL`
 
 func scanDevice(r pgx.Row) (devices.Device, error) {
 	var d devices.Device
 	err := r.Scan(&d.ID, &d.TenantID, &d.UserID, &d.Name, &d.Platform, &d.PushProvider, &d.AppVersion,
-		&d.OSVersion, &d.State, &d.CreatedAt, &d.LastSeenAt, &d.RevokedAt, &d.RevokedBy, &d.RevokeReason, &d.HasTOTP)
+		&d.OSVersion, &d.State, &d.CreatedAt, &d.LastSeenAt, &d.RevokedAt, &d.RevokedBy, &d.RevokeReason, &d.HasTOTP,
+		&d.PushTokenInvalid)
 	return d, err
+}
+
+func deviceByID(ctx context.Context, q querier, tenantID, id string) (devices.Device, error) {
+	d, err := scanDevice(q.QueryRow(ctx, `SELECT `+deviceColumns+` FROM devices
+		WHERE id = $1 AND ($2 = '' OR tenant_id::text = $2)`, id, tenantID))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return d, errs.NotFoundf("device not found")
+	}
+	return d, err
+}
+
+// Device returns a device within a tenant ("" = any).
+func (db *DB) Device(ctx context.Context, tenantID, id string) (devices.Device, error) {
+	d, err := deviceByID(ctx, db.pool, tenantID, id)
+	if err != nil {
+		return d, fmt.Errorf("read device: %w", err)
+	}
+	return d, nil
 }
 
 // DevicesOfUser lists a user's devices, active and revoked, oldest first.
@@ -32,6 +60,279 @@ func (db *DB) DevicesOfUser(ctx context.Context, tenantID, userID string) ([]dev
 		return nil, fmt.Errorf("list devices: %w", err)
 	}
 	return out, nil
+}
+
+// DeviceKey is what verifying a device's tokens needs. It never changes for
+// a device id, so callers may cache it.
+type DeviceKey struct {
+	DeviceID string
+	TenantID string
+	UserID   string
+	Key      *ecdsa.PublicKey
+}
+
+// DeviceKey returns a device's registered public key (of any state).
+func (db *DB) DeviceKey(ctx context.Context, id string) (DeviceKey, error) {
+	k := DeviceKey{DeviceID: id}
+	var raw []byte
+	err := db.pool.QueryRow(ctx, `SELECT tenant_id, user_id, public_key FROM devices WHERE id = $1`, id).
+		Scan(&k.TenantID, &k.UserID, &raw)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return k, errs.ErrUnauthorized
+	}
+	if err != nil {
+		return k, fmt.Errorf("read device key: %w", err)
+	}
+	if k.Key, err = jose.ParseUncompressed(raw); err != nil {
+		return k, fmt.Errorf("device %s has a bad stored key: %w", id, err)
+	}
+	return k, nil
+}
+
+// AuthenticateDevice completes a device call's authentication in the
+// call's own transaction, in one statement: it records the token's jti (a
+// replay, on this or any other server instance, finds it taken), notes the
+// device's last use and versions, and reports the device's state. It
+// returns errs.ErrUnauthorized for a replay and device_revoked for a revoked
+// device.
+func AuthenticateDevice(ctx context.Context, q querier, tok jose.Device) (devices.Device, error) {
+	var fresh bool
+	var state *string
+	err := q.QueryRow(ctx, `WITH j AS (
+			INSERT INTO used_jtis (issuer, jti, expires_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING 1
+		), d AS (
+			UPDATE devices SET last_seen_at = now(),
+				app_version = coalesce(nullif($4, ''), app_version), os_version = coalesce(nullif($5, ''), os_version)
+			WHERE id = $1::uuid AND state = 'active' AND EXISTS (SELECT 1 FROM j) RETURNING 1
+		)
+		SELECT EXISTS (SELECT 1 FROM j), (SELECT state FROM devices WHERE id = $1::uuid)`,
+		tok.DeviceID, tok.Claims.ID, tok.JTIExpires, truncate(tok.Claims.AppVersion, 64), truncate(tok.Claims.OSVersion, 64)).
+		Scan(&fresh, &state)
+	if err != nil {
+		return devices.Device{}, fmt.Errorf("authenticate device: %w", err)
+	}
+	switch {
+	case state == nil:
+		return devices.Device{}, errs.ErrUnauthorized
+	case *state != devices.StateActive:
+		return devices.Device{}, errs.E(errs.DeviceRevoked, "this device was deregistered; enroll it again")
+	}
+	if !fresh {
+		return devices.Device{}, errs.ErrUnauthorized
+	}
+	return deviceByID(ctx, q, "", tok.DeviceID)
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
+
+// DeviceCall runs fn in one transaction after authenticating the device's
+// token in it, so a device call costs one transaction.
+func (db *DB) DeviceCall(ctx context.Context, tok jose.Device, fn func(tx pgx.Tx, d devices.Device) error) error {
+	return db.Transact(ctx, func(tx pgx.Tx) error {
+		d, err := AuthenticateDevice(ctx, tx, tok)
+		if err != nil {
+			return err
+		}
+		return fn(tx, d)
+	})
+}
+
+// AuditSignatureFailure records a device token that named a device but whose
+// signature did not verify: someone holds a device id without its key.
+func (db *DB) AuditSignatureFailure(ctx context.Context, k DeviceKey, reason string) {
+	if err := insertAudit(ctx, db.pool, k.TenantID, audit.Event{Type: auditSignatureFailed,
+		Actor: audit.Actor{Type: audit.ActorDevice, ID: k.DeviceID}, UserID: k.UserID,
+		Data: jsonOf(map[string]any{"device_id": k.DeviceID, "reason": reason})}); err != nil {
+		db.logger.Warn("audit signature failure", "device_id", k.DeviceID, "error", err)
+	}
+}
+
+// SetPushToken replaces a device's push provider and token (sealed).
+func (db *DB) SetPushToken(ctx context.Context, tx pgx.Tx, d devices.Device, provider, token string) error {
+	var box *seal.Box
+	if token != "" {
+		b, err := db.keys.Seal([]byte(token), seal.Place{Table: "devices", Column: "push_token", Row: d.ID})
+		if err != nil {
+			return err
+		}
+		box = &b
+	}
+	if _, err := tx.Exec(ctx, `UPDATE devices SET push_provider = $2, push_token = $3, push_token_key_id = $4,
+		push_token_invalid_at = NULL WHERE id = $1`, d.ID, provider, boxData(box), boxKey(box)); err != nil {
+		return fmt.Errorf("set push token: %w", err)
+	}
+	return insertAudit(ctx, tx, d.TenantID, audit.Event{Type: auditDevicePushToken,
+		Actor: audit.Actor{Type: audit.ActorDevice, ID: d.ID}, UserID: d.UserID,
+		Data: jsonOf(map[string]any{"device_id": d.ID, "push_provider": provider})})
+}
+
+// Revocation says who revokes a device and why.
+type Revocation struct {
+	TenantID string // "" = any tenant (a global admin)
+	UserID   string // when set, the device must be this user's
+	DeviceID string
+	Reason   string
+	By       audit.Actor
+}
+
+// RevokeDevice deregisters a device: from this instant it can neither
+// approve nor receive (state revoked, push token erased), an audit event
+// records who and why, and the user's other devices are told. Revoking a
+// revoked device changes nothing.
+func (db *DB) RevokeDevice(ctx context.Context, r Revocation) (devices.Device, error) {
+	var d devices.Device
+	err := db.Transact(ctx, func(tx pgx.Tx) error {
+		var err error
+		d, err = revoke(ctx, tx, r)
+		if err != nil || d.ID == "" {
+			return err
+		}
+		return db.notify(ctx, tx, d.TenantID, d.UserID, d.ID, "device_removed")
+	})
+	if err != nil {
+		return d, fmt.Errorf("revoke device: %w", err)
+	}
+	return d, nil
+}
+
+// RevokeDeviceTx is RevokeDevice within a device call's transaction (a
+// device removing itself).
+func (db *DB) RevokeDeviceTx(ctx context.Context, tx pgx.Tx, r Revocation) (devices.Device, error) {
+	d, err := revoke(ctx, tx, r)
+	if err != nil {
+		return d, err
+	}
+	return d, db.notify(ctx, tx, d.TenantID, d.UserID, d.ID, "device_removed")
+}
+
+func revoke(ctx context.Context, tx pgx.Tx, r Revocation) (devices.Device, error) {
+	cur, err := scanDevice(tx.QueryRow(ctx, `SELECT `+deviceColumns+` FROM devices
+		WHERE id = $1 AND ($2 = '' OR tenant_id::text = $2) AND ($3 = '' OR user_id::text = $3) FOR UPDATE`,
+		r.DeviceID, r.TenantID, r.UserID))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return cur, errs.NotFoundf("device not found")
+	}
+	if err != nil || cur.State == devices.StateRevoked {
+		return cur, err
+	}
+	d, err := scanDevice(tx.QueryRow(ctx, `UPDATE devices SET state = 'revoked', revoked_at = now(), revoked_by = $2,
+			revoke_reason = $3, push_token = NULL, push_token_key_id = NULL
+		WHERE id = $1 RETURNING `+deviceColumns, r.DeviceID, r.By.Type+":"+r.By.ID, r.Reason))
+	if err != nil {
+		return d, err
+	}
+	return d, insertAudit(ctx, tx, d.TenantID, audit.Event{Type: auditDeviceRevoked, Actor: r.By, UserID: d.UserID,
+		Data: jsonOf(map[string]any{"device_id": d.ID, "reason": r.Reason, "name": d.Name})})
+}
+
+// notify queues an activity notification to the user's other active
+// devices that can receive pushes: a deliveries row and a deliver job each,
+// in the caller's transaction, so a committed act never loses its news.
+func (db *DB) notify(ctx context.Context, tx pgx.Tx, tenantID, userID, exceptDeviceID, event string) error {
+	rows, err := tx.Query(ctx, `INSERT INTO deliveries (id, tenant_id, device_id, kind, notification, provider)
+		SELECT gen_random_uuid(), tenant_id, id, 'notification', $4, push_provider FROM devices
+		WHERE tenant_id = $1 AND user_id = $2 AND id <> $3::uuid AND state = 'active' AND push_provider <> 'none'
+		RETURNING id`, tenantID, userID, exceptDeviceID, event)
+	if err != nil {
+		return fmt.Errorf("queue notifications: %w", err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil || len(ids) == 0 {
+		return err
+	}
+	params := make([]river.InsertManyParams, len(ids))
+	for i, id := range ids {
+		params[i] = river.InsertManyParams{Args: queue.DeliverArgs{DeliveryID: id}}
+	}
+	if db.queue == nil {
+		return errors.New("queue notifications: no job queue configured")
+	}
+	_, err = db.queue.InsertManyTx(ctx, tx, params)
+	return err
+}
+
+// PendingDelivery is a delivery to attempt, with what the provider needs.
+type PendingDelivery struct {
+	Message push.Message
+	// Done reports a delivery already settled (sent, failed or skipped): a
+	// retried job must not send it again.
+	Done bool
+	// Gone reports that the device was revoked or lost its token meanwhile.
+	Gone bool
+}
+
+// Delivery loads a delivery and opens its device's push token.
+func (db *DB) Delivery(ctx context.Context, id string) (PendingDelivery, error) {
+	var p PendingDelivery
+	var m = &p.Message
+	var outcome, state string
+	var event, challenge *string
+	var token []byte
+	var keyID *string
+	err := db.pool.QueryRow(ctx, `SELECT x.id, x.device_id, d.push_provider, x.kind, x.notification, x.challenge_id::text,
+			x.outcome, d.state, d.push_token, d.push_token_key_id
+		FROM deliveries x JOIN devices d ON d.id = x.device_id WHERE x.id = $1`, id).
+		Scan(&m.DeliveryID, &m.DeviceID, &m.Provider, &m.Kind, &event, &challenge, &outcome, &state, &token, &keyID)
+	if err != nil {
+		return p, fmt.Errorf("read delivery %s: %w", id, err)
+	}
+	if event != nil {
+		m.Event = *event
+	}
+	if challenge != nil {
+		m.ChallengeID = *challenge
+	}
+	p.Done = outcome != "pending" && outcome != "retrying"
+	if state != devices.StateActive || keyID == nil {
+		p.Gone = true
+		return p, nil
+	}
+	t, err := db.keys.Open(seal.Box{KeyID: *keyID, Data: token}, seal.Place{Table: "devices", Column: "push_token", Row: m.DeviceID})
+	if err != nil {
+		return p, fmt.Errorf("open push token of device %s: %w", m.DeviceID, err)
+	}
+	m.Token = string(t)
+	return p, nil
+}
+
+// DeliveryOutcome records an attempt.
+type DeliveryOutcome struct {
+	ID                string
+	Provider          string
+	Outcome           string // sent, retrying, failed, token_invalid, skipped
+	ProviderMessageID string
+	Reason            string
+}
+
+// RecordDelivery stores the outcome of an attempt.
+func (db *DB) RecordDelivery(ctx context.Context, o DeliveryOutcome) error {
+	_, err := db.pool.Exec(ctx, `UPDATE deliveries SET provider = $2, outcome = $3,
+			provider_message_id = nullif($4, ''), reason = nullif($5, ''), attempts = attempts + 1, updated_at = now(),
+			sent_at = CASE WHEN $3 = 'sent' THEN now() END
+		WHERE id = $1`, o.ID, o.Provider, o.Outcome, truncate(o.ProviderMessageID, 256), truncate(o.Reason, 512))
+	if err != nil {
+		return fmt.Errorf("record delivery %s: %w", o.ID, err)
+	}
+	return nil
+}
+
+// DeliveriesOfDevice lists a device's deliveries, newest first (for tests
+// and the timeline).
+func (db *DB) DeliveriesOfDevice(ctx context.Context, deviceID string) ([]DeliveryOutcome, error) {
+	rows, err := db.pool.Query(ctx, `SELECT id, provider, outcome, coalesce(provider_message_id, ''), coalesce(reason, '')
+		FROM deliveries WHERE device_id = $1 ORDER BY created_at DESC`, deviceID)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (DeliveryOutcome, error) {
+		var o DeliveryOutcome
+		return o, r.Scan(&o.ID, &o.Provider, &o.Outcome, &o.ProviderMessageID, &o.Reason)
+	})
 }
 
 // PruneJTIs deletes JWT ids whose tokens can no longer be accepted.

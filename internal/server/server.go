@@ -32,6 +32,7 @@ import (
 	"github.com/pushmfa/pushmfa/internal/localpg"
 	"github.com/pushmfa/pushmfa/internal/metrics"
 	"github.com/pushmfa/pushmfa/internal/postgres"
+	"github.com/pushmfa/pushmfa/internal/push"
 	"github.com/pushmfa/pushmfa/internal/seal"
 )
 
@@ -40,21 +41,22 @@ const embeddedDatabase = "pushmfa"
 
 // Server is a running service.
 type Server struct {
-	cfg      *config.Config
-	logger   *slog.Logger
-	cluster  *localpg.Cluster // nil with DATABASE_URL
-	dataLock *os.File
-	pool     *pgxpool.Pool
-	db       *postgres.DB
-	river    *river.Client[pgx.Tx]
-	metrics  *metrics.Metrics
-	versions postgres.SchemaVersions
-	httpSrv  *http.Server
-	metSrv   *http.Server
-	addr     string
-	served   chan error
-	draining atomic.Bool
-	cleanup  []func(context.Context) error
+	cfg       *config.Config
+	logger    *slog.Logger
+	cluster   *localpg.Cluster // nil with DATABASE_URL
+	dataLock  *os.File
+	pool      *pgxpool.Pool
+	db        *postgres.DB
+	river     *river.Client[pgx.Tx]
+	metrics   *metrics.Metrics
+	versions  postgres.SchemaVersions
+	httpSrv   *http.Server
+	metSrv    *http.Server
+	addr      string
+	publicURL string
+	served    chan error
+	draining  atomic.Bool
+	cleanup   []func(context.Context) error
 }
 
 // Run starts the server and serves until ctx is cancelled (SIGINT/SIGTERM),
@@ -114,9 +116,11 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *Ser
 		return nil, err
 	}
 
-	if s.river, err = jobs.NewClient(jobs.Config{DB: s.db, Metrics: s.metrics, Logger: logger}); err != nil {
+	provider := push.LogProvider{Logger: logger}
+	if s.river, err = jobs.NewClient(jobs.Config{DB: s.db, Metrics: s.metrics, Logger: logger, Push: provider}); err != nil {
 		return nil, err
 	}
+	s.db.UseQueue(s.river)
 	// River runs until Stop; its start context must outlive this call.
 	if err := s.river.Start(context.WithoutCancel(ctx)); err != nil {
 		return nil, fmt.Errorf("start job queue: %w", err)
@@ -126,12 +130,26 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *Ser
 	if err := s.serve(); err != nil {
 		return nil, err
 	}
-	logger.Info("serving", "addr", s.addr, "public_url", cfg.PublicURL.String(), "embedded_database", cfg.Embedded(),
+	logger.Info("serving", "addr", s.addr, "public_url", s.publicURL, "embedded_database", cfg.Embedded(),
 		"tls", cfg.TLSCertFile != "")
 	return s, nil
 }
 
 func (s *Server) serve() error {
+	ln, err := net.Listen("tcp", s.cfg.ListenAddr)
+	if err != nil {
+		return fmt.Errorf("LISTEN_ADDR %s: %w", s.cfg.ListenAddr, err)
+	}
+	s.addr = ln.Addr().String()
+	publicURL := s.cfg.PublicURL.String()
+	if s.cfg.PublicURLDerived {
+		// With port 0 (or a wildcard host) only the bound address is right.
+		u := *s.cfg.PublicURL
+		_, port, _ := net.SplitHostPort(s.addr)
+		u.Host = net.JoinHostPort(u.Hostname(), port)
+		publicURL = u.String()
+	}
+	s.publicURL = publicURL
 	handler, err := api.New(api.Config{
 		DB: s.db, Logger: s.logger, Metrics: s.metrics,
 		BootstrapAdminToken:       s.cfg.BootstrapAdminToken,
@@ -140,15 +158,12 @@ func (s *Server) serve() error {
 		ServeMetrics:              s.cfg.MetricsAddr == "",
 		AllowHTTPLoopbackWebhooks: s.cfg.WebhookAllowHTTPLoopback,
 		TrustedProxies:            s.cfg.TrustedProxies,
+		PublicURL:                 publicURL,
 	})
 	if err != nil {
+		_ = ln.Close()
 		return err
 	}
-	ln, err := net.Listen("tcp", s.cfg.ListenAddr)
-	if err != nil {
-		return fmt.Errorf("LISTEN_ADDR %s: %w", s.cfg.ListenAddr, err)
-	}
-	s.addr = ln.Addr().String()
 	s.httpSrv = &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,

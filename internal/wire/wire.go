@@ -67,6 +67,9 @@ type Device struct {
 	RevokedBy    string     `json:"revoked_by,omitempty"`
 	RevokeReason string     `json:"revoke_reason,omitempty"`
 	TOTP         bool       `json:"totp"`
+	// PushTokenInvalid tells the app its push service refused the token
+	// and it must register a new one (PUT /v1/device/push-token).
+	PushTokenInvalid bool `json:"push_token_invalid,omitempty"`
 }
 
 // AdminToken is an admin credential; Token is set only at creation.
@@ -136,4 +139,40 @@ type ErrorDetail struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
 	Field   string `json:"field,omitempty"`
+}
+
+// Enrollment is a one-time activation. Code, URI and the QR paths are in
+// the reply that creates it only.
+type Enrollment struct {
+	ID        string    `json:"id"`
+	State     string    `json:"state"`
+	User      string    `json:"user"`
+	ExpiresAt time.Time `json:"expires_at"`
+	DeviceID  string    `json:"device_id,omitempty"`
+	Code      string    `json:"code,omitempty"`
+	URI       string    `json:"uri,omitempty"`
+	QRPNG     string    `json:"qr_png,omitempty"`
+	QRSVG     string    `json:"qr_svg,omitempty"`
+}
+
+// EnrollReply answers a device's enrollment: its id and, when the policy
+// allows offline codes, its TOTP seed (shown this once).
+type EnrollReply struct {
+	DeviceID string    `json:"device_id"`
+	TOTP     *TOTPSeed `json:"totp,omitempty"`
+}
+
+// TOTPSeed is an offline-code seed: base32 secret (RFC 4648, no padding)
+// and an otpauth:// URI for standard authenticator apps.
+type TOTPSeed struct {
+	Secret    string `json:"secret"`
+	Digits    int    `json:"digits"`
+	Period    int    `json:"period"`
+	Algorithm string `json:"algorithm"`
+	URI       string `json:"uri"`
+}
+
+// Revoke is the body of an admin's revocation.
+type Revoke struct {
+	Reason string `json:"reason"`
 }

@@ -1,0 +1,36 @@
+// Package queue names the durable jobs the service runs on River and what
+// each carries. It is a leaf, so that the store can enqueue jobs in the
+// transaction of the act that needs them, and the workers (internal/jobs)
+// can do them, without either importing the other.
+package queue
+
+import (
+	"context"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/rivertype"
+)
+
+// Inserter inserts jobs in a transaction; a *river.Client is one.
+type Inserter interface {
+	InsertManyTx(ctx context.Context, tx pgx.Tx, params []river.InsertManyParams) ([]*rivertype.JobInsertResult, error)
+}
+
+// DeliverArgs sends one delivery (a push to one device) and records the
+// outcome on its row.
+type DeliverArgs struct {
+	DeliveryID string `json:"delivery_id"`
+}
+
+// Kind names the job.
+func (DeliverArgs) Kind() string { return "deliver" }
+
+// InsertOpts: pushes are worth little late, so they are tried a few times
+// only, and their own queue keeps housekeeping from delaying them.
+func (DeliverArgs) InsertOpts() river.InsertOpts {
+	return river.InsertOpts{Queue: QueuePush, MaxAttempts: 5}
+}
+
+// QueuePush is the queue of deliveries.
+const QueuePush = "push"
