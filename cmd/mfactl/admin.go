@@ -383,7 +383,7 @@ func (c *cli) usersCmd() *cobra.Command {
 		},
 	}
 	cmds := []*cobra.Command{create, list, get, lockCmd("lock", "Lock a user's push challenges", true),
-		lockCmd("unlock", "Unlock a user", false), devices}
+		lockCmd("unlock", "Unlock a user", false), devices, c.enrollUserCmd(&tenant)}
 	for _, cmd := range cmds {
 		cmd.Flags().StringVar(&tenant, "tenant", "", "tenant slug (default: yours)")
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pushmfa/pushmfa/internal/client"
+	"github.com/pushmfa/pushmfa/internal/wire"
 )
 
 // Demo objects that `make run` keeps, found again by name.
@@ -52,7 +53,14 @@ func (c *cli) demoCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			printDemo(c.out, c.url, statePath, st)
+			// A fresh activation each run, so the printed enroll command
+			// works as it stands (codes are single-use and expire).
+			var en wire.Enrollment
+			admin := client.New(c.url, st.AdminToken)
+			if err := admin.Do(ctx, "POST", "/v1/admin/users/"+demoUser+"/enrollments", nil, &en); err != nil {
+				return err
+			}
+			printDemo(c.out, c.url, statePath, st, en.URI, freeDeviceFile(filepath.Dir(statePath)))
 			return nil
 		},
 	}
@@ -60,6 +68,21 @@ func (c *cli) demoCmd() *cobra.Command {
 	setup.Flags().DurationVar(&wait, "wait", 60*time.Second, "how long to wait for the server to become ready")
 	demo.AddCommand(setup)
 	return demo
+}
+
+// freeDeviceFile names a device state file that does not exist yet, so the
+// printed enroll command works on every run.
+func freeDeviceFile(dir string) string {
+	for i := 1; ; i++ {
+		name := demoUser + "-phone.json"
+		if i > 1 {
+			name = fmt.Sprintf("%s-phone-%d.json", demoUser, i)
+		}
+		p := filepath.Join(dir, name)
+		if _, err := os.Stat(p); errors.Is(err, os.ErrNotExist) {
+			return p
+		}
+	}
 }
 
 func waitReady(ctx context.Context, c *client.Client, wait time.Duration) error {
@@ -174,27 +197,47 @@ func saveState(path string, st demoState) error {
 	return os.Rename(tmp, path)
 }
 
-func printDemo(w io.Writer, url, statePath string, st demoState) {
+func printDemo(w io.Writer, url, statePath string, st demoState, enrollURI, deviceFile string) {
 	line := strings.Repeat("-", 78)
-	fmt.Fprintf(w, "\n%s\npushmfa is running at %s\n(embedded PostgreSQL under DATA_DIR)\n\n", line, url)
+	fmt.Fprintf(w, "\n%s\npushmfa is running at %s\n(embedded PostgreSQL under DATA_DIR; pushes go to the logging provider)\n\n", line, url)
 	fmt.Fprintf(w, "Demo credentials for this machine (kept in %s):\n", statePath)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "  admin token\t%s\n  application\t%s (%s)\n  application secret\t%s\n  demo user\t%s\n",
 		st.AdminToken, demoAppName, st.AppID, st.AppSecret, demoUser)
 	_ = tw.Flush()
 	fmt.Fprintf(w, "\nTry it (in another terminal, from this directory):\n  export MFACTL_URL=%s MFACTL_TOKEN=%s\n", url, st.AdminToken)
-	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	for _, c := range [][2]string{
-		{`./bin/mfactl apps create "My VPN"`, "a relying party and its secret"},
-		{"./bin/mfactl users list", "the tenant's users"},
-		{"./bin/mfactl users devices " + demoUser, demoUser + "'s authenticators"},
-		{"./bin/mfactl policy get", "the tenant's policy"},
-		{"./bin/mfactl audit list", "what happened, hash-chained"},
-		{"./bin/mfactl audit verify", "check the chain"},
-	} {
-		fmt.Fprintf(tw, "  %s\t# %s\n", c[0], c[1])
+	steps := []struct {
+		title string
+		cmds  [][2]string
+	}{
+		{"Enroll a phone for %s (the reference authenticator keeps its key in %s), then lose it:", [][2]string{
+			{"./bin/mfactl device enroll '" + enrollURI + "' --state " + deviceFile, "enroll (the URI is single-use)"},
+			{"./bin/mfactl device info --state " + deviceFile, "the device, signed with its key"},
+			{"./bin/mfactl users devices " + demoUser, "the admin's view"},
+			{"./bin/mfactl devices revoke \"$(./bin/mfactl device id --state " + deviceFile + ")\" --reason lost", "the phone is lost"},
+			{"./bin/mfactl device info --state " + deviceFile, "refused: device_revoked"},
+			{"./bin/mfactl users enroll " + demoUser, "a new URI for the next phone"},
+		}},
+		{"Administer:", [][2]string{
+			{`./bin/mfactl apps create "My VPN"`, "a relying party and its secret"},
+			{"./bin/mfactl users list", "the tenant's users"},
+			{"./bin/mfactl policy get", "the tenant's policy"},
+			{"./bin/mfactl audit list", "what happened, hash-chained"},
+			{"./bin/mfactl audit verify", "check the chain"},
+		}},
 	}
-	_ = tw.Flush()
+	for i, step := range steps {
+		title := step.title
+		if i == 0 {
+			title = fmt.Sprintf(title, demoUser, deviceFile)
+		}
+		fmt.Fprintf(w, "\n%s\n", title)
+		for _, c := range step.cmds {
+			fmt.Fprintf(w, "  # %s\n  %s\n", c[1], c[0])
+		}
+	}
+	fmt.Fprintf(w, "\nThe relying-party API, with the application secret:\n")
+	fmt.Fprintf(w, "  curl -s -H 'Authorization: Bearer %s' -H 'Content-Type: application/json' \\\n    -d '{\"user\":\"%s\"}' %s/v1/enrollments\n", st.AppSecret, demoUser, url)
 	fmt.Fprintf(w, "  curl -s -H 'Authorization: Bearer %s' %s/v1/users/%s/devices\n", st.AppSecret, url, demoUser)
 	fmt.Fprintf(w, "\nAPI reference: %s/openapi.json   Stop with Ctrl-C.\n%s\n", url, line)
 }

@@ -1,6 +1,6 @@
 // Command mfactl administers a pushmfa server through its HTTP API (and never
-// its database): tenants, policies, applications, users, admin tokens and
-// the audit log. Later it also plays a reference authenticator device.
+// its database): tenants, policies, applications, users, devices, admin
+// tokens and the audit log. `mfactl device` is a reference authenticator.
 package main
 
 import (
@@ -76,7 +76,8 @@ func (c *cli) root() *cobra.Command {
 	root.PersistentFlags().StringVar(&c.url, "url", c.env("MFACTL_URL", "http://127.0.0.1:8080"), "server URL (MFACTL_URL)")
 	root.PersistentFlags().StringVar(&c.token, "token", "", "admin token (MFACTL_TOKEN)")
 	root.PersistentFlags().BoolVar(&c.json, "json", false, "print replies as JSON")
-	root.AddCommand(c.statusCmd(), c.adminCmd(), c.tenantsCmd(), c.policyCmd(), c.appsCmd(), c.usersCmd(), c.auditCmd(), c.demoCmd())
+	root.AddCommand(c.statusCmd(), c.adminCmd(), c.tenantsCmd(), c.policyCmd(), c.appsCmd(), c.usersCmd(), c.auditCmd(),
+		c.devicesCmd(), c.deviceCmd(), c.demoCmd())
 	return root
 }
 

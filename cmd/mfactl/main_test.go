@@ -143,11 +143,26 @@ func TestDemoSetupIsIdempotent(t *testing.T) {
 	if fi, err := os.Stat(state); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("state file mode: %v %v", fi, err)
 	}
-	// The printed commands work.
+	// The printed commands work as printed.
 	must(t, e, st1.AdminToken, "users", "list")
 	must(t, e, st1.AdminToken, "users", "devices", "alice")
+	enroll := regexp.MustCompile(`(?m)^  \./bin/mfactl device enroll '([^']+)' --state (\S+)$`).FindStringSubmatch(first)
+	if enroll == nil || !strings.HasPrefix(enroll[2], filepath.Dir(state)) {
+		t.Fatalf("no enroll command printed:\n%s", first)
+	}
+	must(t, e, "", "device", "enroll", enroll[1], "--state", enroll[2])
+	id := strings.TrimSpace(must(t, e, "", "device", "id", "--state", enroll[2]))
+	must(t, e, st1.AdminToken, "devices", "revoke", id, "--reason", "lost")
+	if code, _, errOut := mfactl(t, e, "", "device", "info", "--state", enroll[2]); code != 1 || !strings.Contains(errOut, "device_revoked") {
+		t.Fatalf("revoked demo device: %d %s", code, errOut)
+	}
 
-	must(t, e, e.Bootstrap, "demo", "setup", "--state", state)
+	second := must(t, e, e.Bootstrap, "demo", "setup", "--state", state)
+	// A new URI, and a device file that does not exist yet.
+	if again := regexp.MustCompile(`device enroll '([^']+)' --state (\S+)`).FindStringSubmatch(second); again == nil ||
+		again[1] == enroll[1] || again[2] == enroll[2] {
+		t.Fatalf("second run printed %v, first %v", again, enroll[1:])
+	}
 	if st2 := readState(t, state); st2 != st1 {
 		t.Fatalf("second run changed the credentials: %+v -> %+v", st1, st2)
 	}
