@@ -91,12 +91,14 @@ func (db *DB) DeviceKey(ctx context.Context, id string) (DeviceKey, error) {
 
 // AuthenticateDevice completes a device call's authentication in the
 // call's own transaction, in one statement: it records the token's jti (a
-// replay, on this or any other server instance, finds it taken), notes the
-// device's last use and versions, and reports the device's state. It
-// returns errs.ErrUnauthorized for a replay and device_revoked for a revoked
-// device.
+// replay, on this or any other server instance, finds it taken) and notes
+// the device's last use and versions. The UPDATE of the device row decides:
+// it locks the row until the call's transaction ends, so a revocation either
+// commits before (the UPDATE, re-checking the row, finds it revoked and the
+// call is refused) or waits until the call is done. It returns
+// errs.ErrUnauthorized for a replay and device_revoked for a revoked device.
 func AuthenticateDevice(ctx context.Context, q querier, tok jose.Device) (devices.Device, error) {
-	var fresh bool
+	var fresh, updated bool
 	var state *string
 	err := q.QueryRow(ctx, `WITH j AS (
 			INSERT INTO used_jtis (issuer, jti, expires_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING 1
@@ -105,22 +107,22 @@ func AuthenticateDevice(ctx context.Context, q querier, tok jose.Device) (device
 				app_version = coalesce(nullif($4, ''), app_version), os_version = coalesce(nullif($5, ''), os_version)
 			WHERE id = $1::uuid AND state = 'active' AND EXISTS (SELECT 1 FROM j) RETURNING 1
 		)
-		SELECT EXISTS (SELECT 1 FROM j), (SELECT state FROM devices WHERE id = $1::uuid)`,
+		SELECT EXISTS (SELECT 1 FROM j), EXISTS (SELECT 1 FROM d), (SELECT state FROM devices WHERE id = $1::uuid)`,
 		tok.DeviceID, tok.Claims.ID, tok.JTIExpires, truncate(tok.Claims.AppVersion, 64), truncate(tok.Claims.OSVersion, 64)).
-		Scan(&fresh, &state)
+		Scan(&fresh, &updated, &state)
 	if err != nil {
 		return devices.Device{}, fmt.Errorf("authenticate device: %w", err)
 	}
 	switch {
-	case state == nil:
+	case updated:
+		return deviceByID(ctx, q, "", tok.DeviceID)
+	case state == nil || !fresh:
 		return devices.Device{}, errs.ErrUnauthorized
-	case *state != devices.StateActive:
+	default:
+		// Revoked, possibly by a transaction that committed while this
+		// statement waited for the row.
 		return devices.Device{}, errs.E(errs.DeviceRevoked, "this device was deregistered; enroll it again")
 	}
-	if !fresh {
-		return devices.Device{}, errs.ErrUnauthorized
-	}
-	return deviceByID(ctx, q, "", tok.DeviceID)
 }
 
 func truncate(s string, n int) string {
