@@ -213,17 +213,14 @@ func TestEnrollRefusals(t *testing.T) {
 	}
 	jwk := authenticator.JWK(key)
 	forge := func(method jwt.SigningMethod, signKey any, header map[string]any, c jwt.MapClaims) string {
-		tok := jwt.NewWithClaims(method, c)
-		for k, v := range header {
-			tok.Header[k] = v
-		}
-		s, err := tok.SignedString(signKey)
+		s, err := authenticator.Sign(method, signKey, header, c)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return s
 	}
 	pub, _ := key.PublicKey.Bytes()
+	otherKey, _ := authenticator.NewKey()
 	p384, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
 	rsaKey, _ := rsa.GenerateKey(rand.Reader, 2048)
 	private := map[string]string{"kty": "EC", "crv": "P-256", "x": jwk["x"], "y": jwk["y"], "d": base64.RawURLEncoding.EncodeToString(key.D.Bytes())}
@@ -251,7 +248,7 @@ func TestEnrollRefusals(t *testing.T) {
 		{"typ device+jwt", forge(jwt.SigningMethodES256, key, map[string]any{"typ": "device+jwt", "jwk": jwk}, claims(code())), "invalid_jws", 400},
 		{"jwk with private parts", forge(jwt.SigningMethodES256, key, map[string]any{"typ": "enroll+jwt", "jwk": private}, claims(code())), "invalid_jws", 400},
 		{"point not on the curve", forge(jwt.SigningMethodES256, key, map[string]any{"typ": "enroll+jwt", "jwk": offCurve}, claims(code())), "invalid_jws", 400},
-		{"not signed by the jwk", forge(jwt.SigningMethodES256, p384ToP256(t), enrollHdr, claims(code())), "invalid_jws", 400},
+		{"not signed by the jwk", forge(jwt.SigningMethodES256, otherKey, enrollHdr, claims(code())), "invalid_jws", 400},
 		{"iat 2 minutes old", signed(req(code()), now.Add(-2*time.Minute)), "invalid_jws", 400},
 		{"not a JWS", "hello", "invalid_jws", 400},
 		{"unknown code", signed(req("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"), now), "enrollment_not_found", 404},
@@ -293,12 +290,6 @@ func TestEnrollRefusals(t *testing.T) {
 	if len(list.Devices) != 2 {
 		t.Fatalf("carol has %d devices", len(list.Devices))
 	}
-}
-
-func p384ToP256(t *testing.T) *ecdsa.PrivateKey {
-	t.Helper()
-	k, _ := authenticator.NewKey()
-	return k
 }
 
 func mustClaims(t *testing.T, tok string) string {
@@ -394,12 +385,8 @@ func TestDeviceAuthRefusals(t *testing.T) {
 	}()
 	enrollTok, _ := authenticator.EnrollToken(d.Key, authenticator.EnrollRequest{Code: "X"}, now)
 	unknown, _ := authenticator.DeviceToken(d.Key, "00000000-0000-4000-8000-000000000000", "GET", path, now)
-	noneTok := func() string {
-		tok := jwt.NewWithClaims(jwt.SigningMethodNone, jwt.MapClaims{"htm": "GET", "htu": path, "iat": now.Unix(), "exp": now.Add(time.Minute).Unix(), "jti": "n"})
-		tok.Header["typ"], tok.Header["kid"] = "device+jwt", d.DeviceID
-		s, _ := tok.SignedString(jwt.UnsafeAllowNoneSignatureType)
-		return s
-	}()
+	noneTok, _ := authenticator.Sign(jwt.SigningMethodNone, jwt.UnsafeAllowNoneSignatureType, map[string]any{"typ": "device+jwt", "kid": d.DeviceID},
+		jwt.MapClaims{"htm": "GET", "htu": path, "iat": now.Unix(), "exp": now.Add(time.Minute).Unix(), "jti": "n"})
 	cases := []struct{ name, auth string }{
 		{"no header", ""},
 		{"bearer scheme", "Bearer " + strings.TrimPrefix(deviceToken(t, d, "GET", path, now), "Device ")},

@@ -82,24 +82,25 @@ func (h *handlers) adminCreateEnrollment(w http.ResponseWriter, r *http.Request)
 	h.createEnrollment(w, r, t.ID, pathParam(r, "user"), in.TTLSeconds, "/v1/admin/enrollments/")
 }
 
-// enrollmentScope is the tenant an enrollment lookup is confined to: the
-// application's, or the admin's (a global admin's query names it).
-func (h *handlers) enrollmentScope(r *http.Request) (string, error) {
-	p := principal(r)
-	if p.Kind == account.KindApplication {
-		return p.TenantID, nil
+// pathEnrollment resolves the {id} of an enrollment path and the tenant the
+// lookup is confined to: the application's, or the admin's (a global
+// admin's query names it).
+func (h *handlers) pathEnrollment(r *http.Request) (tenantID, id string, err error) {
+	if p := principal(r); p.Kind == account.KindApplication {
+		tenantID = p.TenantID
+	} else {
+		t, err := h.tenant(r, r.URL.Query().Get("tenant"))
+		if err != nil {
+			return "", "", err
+		}
+		tenantID = t.ID
 	}
-	t, err := h.tenant(r, r.URL.Query().Get("tenant"))
-	return t.ID, err
+	id, err = parseID(pathParam(r, "id"), "enrollment")
+	return tenantID, id, err
 }
 
 func (h *handlers) getEnrollment(w http.ResponseWriter, r *http.Request) {
-	tenantID, err := h.enrollmentScope(r)
-	if err != nil {
-		writeError(w, r, err)
-		return
-	}
-	id, err := parseID(pathParam(r, "id"), "enrollment")
+	tenantID, id, err := h.pathEnrollment(r)
 	if err != nil {
 		writeError(w, r, err)
 		return
@@ -116,12 +117,7 @@ func (h *handlers) getEnrollment(w http.ResponseWriter, r *http.Request) {
 // carries a secret: it is never cached.
 func (h *handlers) qr(format string) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		tenantID, err := h.enrollmentScope(r)
-		if err != nil {
-			writeError(w, r, err)
-			return
-		}
-		id, err := parseID(pathParam(r, "id"), "enrollment")
+		tenantID, id, err := h.pathEnrollment(r)
 		if err != nil {
 			writeError(w, r, err)
 			return

@@ -85,10 +85,11 @@ type EnrollRequest struct {
 	OSVersion    string `json:"os_version,omitempty"`
 }
 
-// Sign makes a compact ES256 JWS of claims with the given extra header
-// fields (typ always among them).
-func Sign(key *ecdsa.PrivateKey, header map[string]any, claims jwt.MapClaims) (string, error) {
-	tok := jwt.NewWithClaims(jwt.SigningMethodES256, claims)
+// Sign makes a compact JWS of claims with the given extra header fields
+// (typ always among them). A real device signs with ES256 and its P-256
+// key; tests also forge tokens with other methods and keys through it.
+func Sign(method jwt.SigningMethod, key any, header map[string]any, claims jwt.MapClaims) (string, error) {
+	tok := jwt.NewWithClaims(method, claims)
 	for k, v := range header {
 		tok.Header[k] = v
 	}
@@ -107,13 +108,13 @@ func EnrollToken(key *ecdsa.PrivateKey, req EnrollRequest, now time.Time) (strin
 	claims := jwt.MapClaims{"iat": now.Unix(), "jti": newJTI()}
 	b, _ := json.Marshal(req)
 	_ = json.Unmarshal(b, &claims)
-	return Sign(key, map[string]any{"typ": "enroll+jwt", "jwk": JWK(key)}, claims)
+	return Sign(jwt.SigningMethodES256, key, map[string]any{"typ": "enroll+jwt", "jwk": JWK(key)}, claims)
 }
 
 // DeviceToken signs a device+jwt for one request: method and path (no
 // scheme, host or query).
 func DeviceToken(key *ecdsa.PrivateKey, deviceID, method, path string, now time.Time) (string, error) {
-	return Sign(key, map[string]any{"typ": "device+jwt", "kid": deviceID}, jwt.MapClaims{
+	return Sign(jwt.SigningMethodES256, key, map[string]any{"typ": "device+jwt", "kid": deviceID}, jwt.MapClaims{
 		"htm": method, "htu": path, "iat": now.Unix(), "exp": now.Add(TokenLifetime).Unix(), "jti": newJTI(),
 	})
 }

@@ -71,11 +71,7 @@ func TestVerifyEnroll(t *testing.T) {
 	withJWK := func(m map[string]string) map[string]any { return map[string]any{"typ": "enroll+jwt", "jwk": m} }
 	sign := func(t *testing.T, method jwt.SigningMethod, signKey any, header map[string]any, claims jwt.MapClaims) string {
 		t.Helper()
-		tok := jwt.NewWithClaims(method, claims)
-		for k, v := range header {
-			tok.Header[k] = v
-		}
-		s, err := tok.SignedString(signKey)
+		s, err := authenticator.Sign(method, signKey, header, claims)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -159,7 +155,7 @@ func TestVerifyDevice(t *testing.T) {
 		return jwt.MapClaims{"htm": "GET", "htu": "/v1/device/challenges", "iat": iat.Unix(), "exp": iat.Add(life).Unix(), "jti": "j"}
 	}
 	sign := func(header map[string]any, c jwt.MapClaims) string {
-		tok, err := authenticator.Sign(k, header, c)
+		tok, err := authenticator.Sign(jwt.SigningMethodES256, k, header, c)
 		if err != nil {
 			t.Fatal(err)
 		}
