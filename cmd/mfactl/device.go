@@ -233,7 +233,7 @@ func (c *cli) enrollUserCmd(tenant *string) *cobra.Command {
 			}
 			if qrFile != "" {
 				var img []byte
-				if err := api.Send(cmd.Context(), client.Request{Method: "GET", Path: e.QRPNG + q, Authorization: "Bearer " + api.Token}, &img); err != nil {
+				if err := api.Send(cmd.Context(), client.Request{Method: "GET", Path: e.QRPNG, Authorization: "Bearer " + api.Token}, &img); err != nil {
 					return err
 				}
 				if err := os.WriteFile(qrFile, img, 0o600); err != nil {

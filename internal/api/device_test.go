@@ -81,8 +81,7 @@ func TestEnrollmentFlow(t *testing.T) {
 
 	en := newEnrollment(t, e, secret, "alice")
 	uri, _ := en["uri"].(string)
-	if !strings.HasPrefix(uri, "pushmfa://enroll?") || !strings.Contains(uri, "url=https%3A%2F%2Fmfa.example.com") ||
-		!strings.Contains(uri, "code="+en["code"].(string)) || en["state"] != "pending" || en["user"] != "alice" {
+	if uri != "pushmfa://enroll?url=https%3A%2F%2Fmfa.example.com&code="+en["code"].(string) || en["state"] != "pending" || en["user"] != "alice" {
 		t.Fatalf("enrollment %v", en)
 	}
 	id := en["id"].(string)
@@ -398,8 +397,20 @@ func TestDeviceAuthRefusals(t *testing.T) {
 		{"unknown device", "Device " + unknown},
 		{"enroll token", "Device " + enrollTok},
 		{"alg none", "Device " + noneTok},
-		{"clock 61 s fast", deviceToken(t, d, "GET", path, now.Add(61*time.Second))},
-		{"clock 61 s slow", deviceToken(t, d, "GET", path, now.Add(-61*time.Second))},
+		// Well past the 60 s skew (the exact limit is tested in internal/jose
+		// with a fixed clock; here wall time passes between signing and use).
+		{"clock 75 s fast", deviceToken(t, d, "GET", path, now.Add(75*time.Second))},
+		{"clock 75 s slow", deviceToken(t, d, "GET", path, now.Add(-75*time.Second))},
+		{"NUL in jti", "Device " + func() string {
+			tok, _ := authenticator.Sign(jwt.SigningMethodES256, d.Key, map[string]any{"typ": "device+jwt", "kid": d.DeviceID},
+				jwt.MapClaims{"htm": "GET", "htu": path, "iat": now.Unix(), "exp": now.Add(time.Minute).Unix(), "jti": "a\x00b"})
+			return tok
+		}()},
+		{"control character in app_version", "Device " + func() string {
+			tok, _ := authenticator.Sign(jwt.SigningMethodES256, d.Key, map[string]any{"typ": "device+jwt", "kid": d.DeviceID},
+				jwt.MapClaims{"htm": "GET", "htu": path, "iat": now.Unix(), "exp": now.Add(time.Minute).Unix(), "jti": "v1", "app_version": "1\x00"})
+			return tok
+		}()},
 	}
 	var bodies []string
 	for _, tc := range cases {
@@ -414,9 +425,18 @@ func TestDeviceAuthRefusals(t *testing.T) {
 			t.Fatalf("refusal bodies differ: %s / %s", b, bodies[0])
 		}
 	}
-	// Skew at the limit is fine.
-	for _, at := range []time.Time{now.Add(55 * time.Second), now.Add(-55 * time.Second)} {
+	// Within the skew is fine, and a long but valid version string is kept
+	// whole (64 characters of three bytes each).
+	for _, at := range []time.Time{now.Add(45 * time.Second), now.Add(-45 * time.Second)} {
 		want(t, deviceCall(t, e, "GET", path, deviceToken(t, d, "GET", path, at)), http.StatusOK, "")
+	}
+	euro, _ := authenticator.Sign(jwt.SigningMethodES256, d.Key, map[string]any{"typ": "device+jwt", "kid": d.DeviceID},
+		jwt.MapClaims{"htm": "GET", "htu": path, "iat": time.Now().Unix(), "exp": time.Now().Add(time.Minute).Unix(), "jti": "euro",
+			"app_version": strings.Repeat("€", 64)})
+	r := deviceCall(t, e, "GET", path, "Device "+euro)
+	want(t, r, http.StatusOK, "")
+	if r.Map(t)["app_version"] != strings.Repeat("€", 64) {
+		t.Fatalf("app_version %v", r.Map(t)["app_version"])
 	}
 	// The stolen-id attempt left an audit trace.
 	var page auditPage
@@ -486,6 +506,11 @@ func TestDeregistration(t *testing.T) {
 	// device_removed notification through the pipeline; the poll-only watch
 	// gets none.
 	waitDelivered(t, e, tablet.DeviceID, 2) // device_added (watch) and device_removed (phone)
+	var removed int
+	_ = e.DB.Pool.QueryRow(ctx, `SELECT count(*) FROM deliveries WHERE device_id = $1 AND notification = 'device_removed'`, tablet.DeviceID).Scan(&removed)
+	if removed != 1 {
+		t.Fatalf("tablet got %d device_removed notifications for one lost phone revoked twice", removed)
+	}
 	var n int
 	_ = e.DB.Pool.QueryRow(ctx, `SELECT count(*) FROM deliveries WHERE device_id = $1`, watch.DeviceID).Scan(&n)
 	if n != 0 {
@@ -552,6 +577,22 @@ func waitDelivered(t *testing.T, e *apitest.Env, deviceID string, n int) {
 	}
 }
 
+// TestFailedCallSpendsItsToken replays the token of a refused call with
+// another body: refused, since the token does not cover the body.
+func TestFailedCallSpendsItsToken(t *testing.T) {
+	t.Parallel()
+	e := apitest.Start(t)
+	_, secret := createApp(t, e, e.Bootstrap, map[string]any{"name": "VPN"})
+	d := enrollDevice(t, e, secret, "mia", authenticator.EnrollOptions{})
+	auth := deviceToken(t, d, "PUT", "/v1/device/push-token", time.Now())
+	put := func(body string) *apitest.Response {
+		return e.Do(t, apitest.Req{Method: "PUT", Path: "/v1/device/push-token", Body: body,
+			Header: map[string]string{"Authorization": auth, "Content-Type": "application/json"}})
+	}
+	want(t, put(`{"push_provider":"sms"}`), http.StatusBadRequest, "invalid_request")
+	want(t, put(`{"push_provider":"fcm","push_token":"attacker"}`), http.StatusUnauthorized, "unauthorized")
+}
+
 func TestPushTokenRotation(t *testing.T) {
 	t.Parallel()
 	e := apitest.Start(t)
@@ -611,6 +652,11 @@ func TestEnrollmentIsolation(t *testing.T) {
 	if len(list.Devices) != 0 {
 		t.Fatalf("acme's zoe: %v", list)
 	}
+	// An admin's enrollment in another tenant: its QR paths work as returned.
+	r = e.JSON(t, "POST", "/v1/admin/users/yan/enrollments?tenant=acme", e.Bootstrap, nil)
+	want(t, r, http.StatusCreated, "")
+	want(t, e.JSON(t, "GET", r.Map(t)["qr_png"].(string), e.Bootstrap, nil), http.StatusOK, "")
+	want(t, e.JSON(t, "GET", "/v1/admin/enrollments/"+r.Map(t)["id"].(string), e.Bootstrap, nil), http.StatusOK, "")
 	// A tenant admin cannot revoke another tenant's device.
 	_, acmeAdmin := createToken(t, e, "acme", "acme")
 	want(t, e.JSON(t, "POST", "/v1/admin/devices/"+d.DeviceID+"/revoke", acmeAdmin, map[string]any{"reason": "lost"}), 404, "not_found")

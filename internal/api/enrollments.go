@@ -83,17 +83,14 @@ func (h *handlers) adminCreateEnrollment(w http.ResponseWriter, r *http.Request)
 }
 
 // pathEnrollment resolves the {id} of an enrollment path and the tenant the
-// lookup is confined to: the application's, or the admin's (a global
-// admin's query names it).
+// lookup is confined to: the application's own, or the admin's scope (any
+// tenant for a global admin), so the QR paths a creation returns work with
+// the same credentials as they stand.
 func (h *handlers) pathEnrollment(r *http.Request) (tenantID, id string, err error) {
-	if p := principal(r); p.Kind == account.KindApplication {
+	p := principal(r)
+	tenantID = scope(p)
+	if p.Kind == account.KindApplication {
 		tenantID = p.TenantID
-	} else {
-		t, err := h.tenant(r, r.URL.Query().Get("tenant"))
-		if err != nil {
-			return "", "", err
-		}
-		tenantID = t.ID
 	}
 	id, err = parseID(pathParam(r, "id"), "enrollment")
 	return tenantID, id, err

@@ -87,12 +87,10 @@ func Digest(code string) []byte {
 // URIScheme is the scheme the authenticator app registers.
 const URIScheme = "pushmfa"
 
-// URI builds pushmfa://enroll?url=<server>&code=<code>.
+// URI builds pushmfa://enroll?url=<server>&code=<code>, in that order, as
+// the wire contract writes it.
 func URI(server, code string) string {
-	q := url.Values{}
-	q.Set("url", server)
-	q.Set("code", code)
-	return URIScheme + "://enroll?" + q.Encode()
+	return URIScheme + "://enroll?url=" + url.QueryEscape(server) + "&code=" + url.QueryEscape(code)
 }
 
 // ErrBadURI is returned for a URI that is not an enrollment URI.

@@ -39,7 +39,7 @@ func TestURIRoundTrip(t *testing.T) {
 	code, _ := NewCode()
 	for _, server := range []string{"https://mfa.example.com", "http://127.0.0.1:8080", "https://x.example/base/path"} {
 		uri := URI(server, code)
-		if !strings.HasPrefix(uri, "pushmfa://enroll?") {
+		if !strings.HasPrefix(uri, "pushmfa://enroll?url=") || !strings.HasSuffix(uri, "&code="+code) {
 			t.Fatal(uri)
 		}
 		s, c, err := ParseURI(uri)

@@ -246,10 +246,20 @@ func (w *deliverWorker) Work(ctx context.Context, job *river.Job[queue.DeliverAr
 	}
 	id, err := w.provider.Send(ctx, d.Message)
 	if err != nil {
-		_ = w.db.RecordDelivery(ctx, postgres.DeliveryOutcome{ID: d.Message.DeliveryID, Provider: w.provider.Name(),
-			Outcome: "retrying", Reason: err.Error()})
+		// The last attempt's failure is final: the timeline must say so.
+		outcome := "retrying"
+		if job.Attempt >= job.MaxAttempts {
+			outcome = "failed"
+		}
+		if rerr := w.db.RecordDelivery(ctx, postgres.DeliveryOutcome{ID: d.Message.DeliveryID, Provider: w.provider.Name(),
+			Outcome: outcome, Reason: err.Error()}); rerr != nil {
+			w.logger.Warn("record delivery outcome", "delivery_id", d.Message.DeliveryID, "error", rerr)
+		}
 		return err
 	}
+	// Should recording fail after a successful send, the job retries and
+	// the device may get the push twice: delivery is at least once, and the
+	// collapse id makes a repeat harmless.
 	return w.db.RecordDelivery(ctx, postgres.DeliveryOutcome{ID: d.Message.DeliveryID, Provider: w.provider.Name(),
 		Outcome: "sent", ProviderMessageID: id})
 }

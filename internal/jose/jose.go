@@ -24,6 +24,8 @@ import (
 	"math"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/golang-jwt/jwt/v5"
 )
@@ -241,8 +243,8 @@ func (t times) check(now time.Time, needExp bool) (iat, exp time.Time, err error
 	if d := iat.Sub(now); d > MaxSkew || d < -MaxSkew {
 		return iat, exp, refuse("iat is %s from the server's clock (at most %s allowed)", d.Round(time.Second), MaxSkew)
 	}
-	if t.ID == "" || len(t.ID) > 128 {
-		return iat, exp, refuse("jti must be 1 to 128 characters")
+	if !printableASCII(t.ID, 128) {
+		return iat, exp, refuse("jti must be 1 to 128 printable ASCII characters")
 	}
 	if !needExp {
 		return iat, iat.Add(MaxSkew), nil
@@ -257,6 +259,31 @@ func (t times) check(now time.Time, needExp bool) (iat, exp time.Time, err error
 		return iat, exp, refuse("token expired")
 	}
 	return iat, exp, nil
+}
+
+// printableASCII reports whether s is 1 to max characters from '!' to '~'.
+func printableASCII(s string, max int) bool {
+	if s == "" || len(s) > max {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '!' || s[i] > '~' {
+			return false
+		}
+	}
+	return true
+}
+
+// optionalText checks a free-text claim: empty, or valid UTF-8 of at most
+// max characters without control characters.
+func optionalText(name, s string, max int) error {
+	if s == "" {
+		return nil
+	}
+	if !utf8.ValidString(s) || utf8.RuneCountInString(s) > max || strings.IndexFunc(s, unicode.IsControl) >= 0 {
+		return refuse("%s must be at most %d printable characters", name, max)
+	}
+	return nil
 }
 
 // jtiLifetime is how long a jti must be remembered: until the token can no
@@ -362,6 +389,12 @@ func VerifyDevice(compact string, key *ecdsa.PublicKey, method, path string, now
 	}
 	if out.Claims.Method != method || out.Claims.Path != path {
 		return out, refuse("token is bound to another request (htm/htu)")
+	}
+	if err := optionalText("app_version", out.Claims.AppVersion, 64); err != nil {
+		return out, err
+	}
+	if err := optionalText("os_version", out.Claims.OSVersion, 64); err != nil {
+		return out, err
 	}
 	out.DeviceID = h.Kid
 	out.JTIExpires = jtiLifetime(iat, exp)

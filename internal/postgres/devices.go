@@ -5,6 +5,7 @@ import (
 	"crypto/ecdsa"
 	"errors"
 	"fmt"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
@@ -108,7 +109,7 @@ func AuthenticateDevice(ctx context.Context, q querier, tok jose.Device) (device
 			WHERE id = $1::uuid AND state = 'active' AND EXISTS (SELECT 1 FROM j) RETURNING 1
 		)
 		SELECT EXISTS (SELECT 1 FROM j), EXISTS (SELECT 1 FROM d), (SELECT state FROM devices WHERE id = $1::uuid)`,
-		tok.DeviceID, tok.Claims.ID, tok.JTIExpires, truncate(tok.Claims.AppVersion, 64), truncate(tok.Claims.OSVersion, 64)).
+		tok.DeviceID, tok.Claims.ID, tok.JTIExpires, tok.Claims.AppVersion, tok.Claims.OSVersion).
 		Scan(&fresh, &updated, &state)
 	if err != nil {
 		return devices.Device{}, fmt.Errorf("authenticate device: %w", err)
@@ -125,23 +126,36 @@ func AuthenticateDevice(ctx context.Context, q querier, tok jose.Device) (device
 	}
 }
 
+// truncate cuts s to at most n bytes on a character boundary.
 func truncate(s string, n int) string {
-	if len(s) > n {
-		return s[:n]
+	if len(s) <= n {
+		return s
 	}
-	return s
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }
 
 // DeviceCall runs fn in one transaction after authenticating the device's
-// token in it, so a device call costs one transaction.
+// token in it, so a device call costs one transaction. fn runs under a
+// savepoint: when it fails, its work is undone but the authentication is
+// still committed, so the token's jti is spent either way and a token seen
+// on a failed call cannot be replayed with another body.
 func (db *DB) DeviceCall(ctx context.Context, tok jose.Device, fn func(tx pgx.Tx, d devices.Device) error) error {
-	return db.Transact(ctx, func(tx pgx.Tx) error {
+	var callErr error
+	err := db.Transact(ctx, func(tx pgx.Tx) error {
 		d, err := AuthenticateDevice(ctx, tx, tok)
 		if err != nil {
 			return err
 		}
-		return fn(tx, d)
+		callErr = pgx.BeginFunc(ctx, tx, func(sp pgx.Tx) error { return fn(sp, d) })
+		return nil
 	})
+	if err != nil {
+		return err
+	}
+	return callErr
 }
 
 // AuditSignatureFailure records a device token that named a device but whose
@@ -190,11 +204,8 @@ func (db *DB) RevokeDevice(ctx context.Context, r Revocation) (devices.Device, e
 	var d devices.Device
 	err := db.Transact(ctx, func(tx pgx.Tx) error {
 		var err error
-		d, err = revoke(ctx, tx, r)
-		if err != nil || d.ID == "" {
-			return err
-		}
-		return db.notify(ctx, tx, d.TenantID, d.UserID, d.ID, "device_removed")
+		d, err = db.RevokeDeviceTx(ctx, tx, r)
+		return err
 	})
 	if err != nil {
 		return d, fmt.Errorf("revoke device: %w", err)
@@ -205,30 +216,32 @@ func (db *DB) RevokeDevice(ctx context.Context, r Revocation) (devices.Device, e
 // RevokeDeviceTx is RevokeDevice within a device call's transaction (a
 // device removing itself).
 func (db *DB) RevokeDeviceTx(ctx context.Context, tx pgx.Tx, r Revocation) (devices.Device, error) {
-	d, err := revoke(ctx, tx, r)
-	if err != nil {
+	d, changed, err := revoke(ctx, tx, r)
+	if err != nil || !changed {
 		return d, err
 	}
 	return d, db.notify(ctx, tx, d.TenantID, d.UserID, d.ID, "device_removed")
 }
 
-func revoke(ctx context.Context, tx pgx.Tx, r Revocation) (devices.Device, error) {
+// revoke revokes the device and reports whether it changed anything (a
+// revoked device stays as it was: no second audit event or notification).
+func revoke(ctx context.Context, tx pgx.Tx, r Revocation) (devices.Device, bool, error) {
 	cur, err := scanDevice(tx.QueryRow(ctx, `SELECT `+deviceColumns+` FROM devices
 		WHERE id = $1 AND ($2 = '' OR tenant_id::text = $2) AND ($3 = '' OR user_id::text = $3) FOR UPDATE`,
 		r.DeviceID, r.TenantID, r.UserID))
 	if errors.Is(err, pgx.ErrNoRows) {
-		return cur, errs.NotFoundf("device not found")
+		return cur, false, errs.NotFoundf("device not found")
 	}
 	if err != nil || cur.State == devices.StateRevoked {
-		return cur, err
+		return cur, false, err
 	}
 	d, err := scanDevice(tx.QueryRow(ctx, `UPDATE devices SET state = 'revoked', revoked_at = now(), revoked_by = $2,
 			revoke_reason = $3, push_token = NULL, push_token_key_id = NULL
 		WHERE id = $1 RETURNING `+deviceColumns, r.DeviceID, r.By.Type+":"+r.By.ID, r.Reason))
 	if err != nil {
-		return d, err
+		return d, false, err
 	}
-	return d, insertAudit(ctx, tx, d.TenantID, audit.Event{Type: auditDeviceRevoked, Actor: r.By, UserID: d.UserID,
+	return d, true, insertAudit(ctx, tx, d.TenantID, audit.Event{Type: auditDeviceRevoked, Actor: r.By, UserID: d.UserID,
 		Data: jsonOf(map[string]any{"device_id": d.ID, "reason": r.Reason, "name": d.Name})})
 }
 
@@ -339,7 +352,9 @@ func (db *DB) DeliveriesOfDevice(ctx context.Context, deviceID string) ([]Delive
 
 // PruneJTIs deletes JWT ids whose tokens can no longer be accepted.
 func (db *DB) PruneJTIs(ctx context.Context) (int64, error) {
-	tag, err := db.pool.Exec(ctx, `DELETE FROM used_jtis WHERE expires_at < now()`)
+	// A margin past expiry, so a server whose clock runs behind the
+	// database's still finds the ids of tokens it could accept.
+	tag, err := db.pool.Exec(ctx, `DELETE FROM used_jtis WHERE expires_at < now() - interval '5 minutes'`)
 	if err != nil {
 		return 0, fmt.Errorf("prune used JWT ids: %w", err)
 	}

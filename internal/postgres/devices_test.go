@@ -145,13 +145,76 @@ func TestAuthenticateDeviceRefusesReplays(t *testing.T) {
 	if !errors.Is(err, errs.ErrUnauthorized) {
 		t.Fatalf("replay: %v", err)
 	}
-	// A token whose call failed was not spent: the failure rolled back.
+	// A token whose call failed is spent all the same: it cannot be
+	// replayed with another body. The failed call's own work is undone.
 	tok2 := callToken(t, key)
 	boom := errors.New("boom")
-	if err := db.DeviceCall(ctx, tok2, func(pgx.Tx, devices.Device) error { return boom }); !errors.Is(err, boom) {
+	if err := db.DeviceCall(ctx, tok2, func(tx pgx.Tx, d devices.Device) error {
+		if _, err := tx.Exec(ctx, `UPDATE devices SET name = 'changed' WHERE id = $1`, d.ID); err != nil {
+			return err
+		}
+		return boom
+	}); !errors.Is(err, boom) {
 		t.Fatal(err)
 	}
-	if err := db.DeviceCall(ctx, tok2, func(pgx.Tx, devices.Device) error { return nil }); err != nil {
-		t.Fatalf("retry of a failed call: %v", err)
+	if err := db.DeviceCall(ctx, tok2, func(pgx.Tx, devices.Device) error { return nil }); !errors.Is(err, errs.ErrUnauthorized) {
+		t.Fatalf("replay of a failed call's token: %v", err)
+	}
+	d, err := db.Device(ctx, "", key.DeviceID)
+	if err != nil || d.Name != "p" {
+		t.Fatalf("the failed call's work was kept: %q %v", d.Name, err)
+	}
+}
+
+// TestDeviceLimitUnderConcurrency races many enrollments of one user, each
+// with its own code: the policy's limit holds.
+func TestDeviceLimitUnderConcurrency(t *testing.T) {
+	t.Parallel()
+	db, pool := setup(t)
+	ctx := context.Background()
+	tenant := defaultTenant(t, db)
+	if _, err := pool.Exec(ctx, `UPDATE policies SET max_devices = 1 WHERE tenant_id = $1`, tenant); err != nil {
+		t.Fatal(err)
+	}
+	const racers = 8
+	var toks []jose.Enroll
+	for range racers {
+		_, code, err := db.CreateEnrollment(ctx, postgres.NewEnrollment{TenantID: tenant, UserName: "mallory", By: admin})
+		if err != nil {
+			t.Fatal(err)
+		}
+		key, _ := authenticator.NewKey()
+		raw, _ := authenticator.EnrollToken(key, authenticator.EnrollRequest{Code: code, Platform: "ios", PushProvider: "none", Name: "p"}, time.Now())
+		v, err := jose.VerifyEnroll(raw, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		toks = append(toks, v)
+	}
+	errc := make(chan error, racers)
+	start := make(chan struct{})
+	for _, v := range toks {
+		go func() {
+			<-start
+			_, err := db.CompleteEnrollment(ctx, postgres.NewDevice{Token: v, Platform: "ios", PushProvider: "none", Name: "p"})
+			errc <- err
+		}()
+	}
+	close(start)
+	won := 0
+	for range racers {
+		err := <-errc
+		switch {
+		case err == nil:
+			won++
+		case errs.CodeOf(err) == errs.DeviceLimit:
+		default:
+			t.Errorf("unexpected: %v", err)
+		}
+	}
+	var active int
+	_ = pool.QueryRow(ctx, `SELECT count(*) FROM devices WHERE state = 'active'`).Scan(&active)
+	if won != 1 || active != 1 {
+		t.Fatalf("%d enrollments won, %d active devices; the limit is 1", won, active)
 	}
 }

@@ -109,14 +109,14 @@ func ensureUser(ctx context.Context, q querier, by audit.Actor, tenantID, name s
 
 func enrollmentByID(ctx context.Context, q querier, tenantID, id string) (enroll.Enrollment, error) {
 	e, err := scanEnrollment(q.QueryRow(ctx, `SELECT `+enrollmentColumns+` FROM enrollments e
-		JOIN users u ON u.id = e.user_id WHERE e.id = $1 AND e.tenant_id = $2`, id, tenantID))
+		JOIN users u ON u.id = e.user_id WHERE e.id = $1 AND ($2 = '' OR e.tenant_id::text = $2)`, id, tenantID))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return e, errs.NotFoundf("enrollment not found")
 	}
 	return e, err
 }
 
-// Enrollment returns an enrollment of the tenant.
+// Enrollment returns an enrollment of the tenant ("" = any).
 func (db *DB) Enrollment(ctx context.Context, tenantID, id string) (enroll.Enrollment, error) {
 	e, err := enrollmentByID(ctx, db.pool, tenantID, id)
 	if err != nil {
@@ -132,7 +132,7 @@ func (db *DB) EnrollmentCode(ctx context.Context, tenantID, id string) (enroll.E
 	var data []byte
 	var keyID *string
 	err := db.pool.QueryRow(ctx, `SELECT `+enrollmentColumns+`, e.code, e.code_key_id FROM enrollments e
-		JOIN users u ON u.id = e.user_id WHERE e.id = $1 AND e.tenant_id = $2`, id, tenantID).
+		JOIN users u ON u.id = e.user_id WHERE e.id = $1 AND ($2 = '' OR e.tenant_id::text = $2)`, id, tenantID).
 		Scan(&e.ID, &e.TenantID, &e.UserID, &e.UserName, &e.State, &e.CreatedAt, &e.ExpiresAt, &e.CompletedAt,
 			&e.DeviceID, &data, &keyID)
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -200,12 +200,16 @@ func (db *DB) CompleteEnrollment(ctx context.Context, in NewDevice) (EnrolledDev
 		}
 		var maxDevices, active, digits int
 		var totpOn bool
-		// Locking the user serialises concurrent enrollments of one user, so
-		// the device limit holds.
-		if err := tx.QueryRow(ctx, `SELECT u.name, t.name, p.max_devices, p.totp_enabled, p.totp_digits,
-				(SELECT count(*) FROM devices d WHERE d.user_id = u.id AND d.state = 'active')
+		// Lock the user first, then count in a statement of its own: under
+		// READ COMMITTED a statement sees what committed before it began, so
+		// counting in the locking statement would miss a device another
+		// enrollment of this user committed while we waited for the lock.
+		if err := tx.QueryRow(ctx, `SELECT u.name, t.name, p.max_devices, p.totp_enabled, p.totp_digits
 			FROM users u JOIN tenants t ON t.id = u.tenant_id JOIN policies p ON p.tenant_id = u.tenant_id
-			WHERE u.id = $1 FOR UPDATE OF u`, userID).Scan(&out.UserName, &out.TenantName, &maxDevices, &totpOn, &digits, &active); err != nil {
+			WHERE u.id = $1 FOR UPDATE OF u`, userID).Scan(&out.UserName, &out.TenantName, &maxDevices, &totpOn, &digits); err != nil {
+			return err
+		}
+		if err := tx.QueryRow(ctx, `SELECT count(*) FROM devices WHERE user_id = $1 AND state = 'active'`, userID).Scan(&active); err != nil {
 			return err
 		}
 		if active >= maxDevices {
