@@ -22,6 +22,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strconv"
 	"strings"
 	"time"
 	"unicode"
@@ -395,6 +396,73 @@ func VerifyDevice(compact string, key *ecdsa.PublicKey, method, path string, now
 	}
 	if err := optionalText("os_version", out.Claims.OSVersion, 64); err != nil {
 		return out, err
+	}
+	out.DeviceID = h.Kid
+	out.JTIExpires = jtiLifetime(iat, exp)
+	return out, nil
+}
+
+// ResponseClaims are the claims of a response+jwt: a device's answer to one
+// challenge.
+type ResponseClaims struct {
+	times
+	Challenge string `json:"chl"`
+	Nonce     string `json:"nonce"`
+	Context   string `json:"ctx"`
+	Decision  string `json:"decision"`
+	// Number is the matched number, raw; absent when empty.
+	Number json.RawMessage `json:"number"`
+	// UV says whether user verification (biometrics or PIN) happened; nil
+	// when absent, which is refused.
+	UV *bool `json:"uv"`
+}
+
+// Response is a verified response+jwt.
+type Response struct {
+	Claims     ResponseClaims
+	DeviceID   string
+	NumberSet  bool
+	Number     int
+	JTIExpires time.Time
+}
+
+// VerifyResponse checks a response+jwt against the answering device's key:
+// its type, signature, times and the shape of its claims. Whether the
+// answer fits the challenge (nonce, context digest, number) is the store's
+// to decide, in the transaction that resolves it.
+func VerifyResponse(compact string, key *ecdsa.PublicKey, now time.Time) (Response, error) {
+	var out Response
+	h, err := ReadHeader(compact, TypeResponse)
+	if err != nil {
+		return out, err
+	}
+	if err := verify(compact, key, &out.Claims); err != nil {
+		return out, err
+	}
+	iat, exp, err := out.Claims.check(now, true)
+	if err != nil {
+		return out, err
+	}
+	c := out.Claims
+	switch {
+	case c.Challenge == "" || len(c.Challenge) > 64:
+		return out, refuse("chl must name the challenge")
+	case c.Nonce == "" || len(c.Nonce) > 128:
+		return out, refuse("nonce is required")
+	case c.Context == "" || len(c.Context) > 128:
+		return out, refuse("ctx must be the context digest")
+	case c.Decision != "approve" && c.Decision != "deny" && c.Decision != "fraud":
+		return out, refuse("decision must be approve, deny or fraud")
+	case c.UV == nil:
+		return out, refuse("uv (whether user verification happened) is required")
+	}
+	if len(c.Number) > 0 && string(c.Number) != "null" {
+		// A bare whole number: json.Number would also take "42" quoted.
+		n, err := strconv.Atoi(string(c.Number))
+		if err != nil || n < 0 || n > 1000 {
+			return out, refuse("number must be an integer")
+		}
+		out.NumberSet, out.Number = true, n
 	}
 	out.DeviceID = h.Kid
 	out.JTIExpires = jtiLifetime(iat, exp)

@@ -245,3 +245,58 @@ func FuzzParseJWK(f *testing.F) {
 		}
 	})
 }
+
+func TestVerifyResponse(t *testing.T) {
+	t.Parallel()
+	k := key(t)
+	const id = "6b0f6a3e-3c53-4bb5-a2d7-1f6f0a5f1c7e"
+	claims := func(mut func(jwt.MapClaims)) jwt.MapClaims {
+		c := jwt.MapClaims{"chl": "c1", "nonce": "n", "ctx": "d", "decision": "approve", "number": 42, "uv": true,
+			"iat": now.Unix(), "exp": now.Add(time.Minute).Unix(), "jti": "j"}
+		if mut != nil {
+			mut(c)
+		}
+		return c
+	}
+	sign := func(header map[string]any, c jwt.MapClaims) string {
+		tok, err := authenticator.Sign(jwt.SigningMethodES256, k, header, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	hdr := map[string]any{"typ": "response+jwt", "kid": id}
+	r, err := jose.VerifyResponse(sign(hdr, claims(nil)), &k.PublicKey, now)
+	if err != nil || r.DeviceID != id || !r.NumberSet || r.Number != 42 || !*r.Claims.UV || r.Claims.Decision != "approve" {
+		t.Fatalf("%+v %v", r, err)
+	}
+	r, err = jose.VerifyResponse(sign(hdr, claims(func(c jwt.MapClaims) { delete(c, "number"); c["decision"] = "deny" })), &k.PublicKey, now)
+	if err != nil || r.NumberSet {
+		t.Fatalf("no number: %+v %v", r, err)
+	}
+	devTok, _ := authenticator.DeviceToken(k, id, "POST", "/x", now)
+	cases := []struct{ name, token, reason string }{
+		{"device token as response", devTok, "typ"},
+		{"enroll typ", sign(map[string]any{"typ": "enroll+jwt", "kid": id}, claims(nil)), "typ"},
+		{"bad decision", sign(hdr, claims(func(c jwt.MapClaims) { c["decision"] = "maybe" })), "decision"},
+		{"no uv", sign(hdr, claims(func(c jwt.MapClaims) { delete(c, "uv") })), "uv"},
+		{"no nonce", sign(hdr, claims(func(c jwt.MapClaims) { delete(c, "nonce") })), "nonce"},
+		{"no ctx", sign(hdr, claims(func(c jwt.MapClaims) { delete(c, "ctx") })), "ctx"},
+		{"no chl", sign(hdr, claims(func(c jwt.MapClaims) { delete(c, "chl") })), "chl"},
+		{"fractional number", sign(hdr, claims(func(c jwt.MapClaims) { c["number"] = 4.5 })), "number"},
+		{"string number", sign(hdr, claims(func(c jwt.MapClaims) { c["number"] = "42" })), "number"},
+		{"lifetime over 120 s", sign(hdr, claims(func(c jwt.MapClaims) { c["exp"] = now.Add(3 * time.Minute).Unix() })), "exp"},
+		{"no exp", sign(hdr, claims(func(c jwt.MapClaims) { delete(c, "exp") })), "exp"},
+		{"another key", func() string {
+			tok, _ := authenticator.Sign(jwt.SigningMethodES256, key(t), hdr, claims(nil))
+			return tok
+		}(), "signature"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := jose.VerifyResponse(tc.token, &k.PublicKey, now)
+			refused(t, err, tc.reason)
+		})
+	}
+}
