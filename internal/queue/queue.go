@@ -34,3 +34,24 @@ func (DeliverArgs) InsertOpts() river.InsertOpts {
 
 // QueuePush is the queue of deliveries.
 const QueuePush = "push"
+
+// WebhookArgs calls an application's webhook for one resolved challenge and
+// records the attempt on its webhook_deliveries row.
+type WebhookArgs struct {
+	DeliveryID string `json:"delivery_id"`
+}
+
+// Kind names the job.
+func (WebhookArgs) Kind() string { return "webhook" }
+
+// WebhookAttempts: with the worker's backoff (doubling from 10 s, at most
+// an hour apart) this keeps trying for about a day.
+const WebhookAttempts = 32
+
+// InsertOpts: webhooks have their own queue and many attempts.
+func (WebhookArgs) InsertOpts() river.InsertOpts {
+	return river.InsertOpts{Queue: QueueWebhook, MaxAttempts: WebhookAttempts}
+}
+
+// QueueWebhook is the queue of webhook calls.
+const QueueWebhook = "webhook"

@@ -1,0 +1,108 @@
+package webhook
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestSign(t *testing.T) {
+	t.Parallel()
+	at := time.Unix(1_800_000_000, 0)
+	body := []byte(`{"a":1}`)
+	got := Sign([]byte("secret"), at, body)
+	// Computed independently.
+	mac := hmac.New(sha256.New, []byte("secret"))
+	mac.Write([]byte("1800000000.{\"a\":1}"))
+	if want := "t=1800000000,v1=" + hex.EncodeToString(mac.Sum(nil)); got != want {
+		t.Fatalf("%s\n%s", got, want)
+	}
+}
+
+func TestPublic(t *testing.T) {
+	t.Parallel()
+	for addr, want := range map[string]bool{
+		"93.184.215.14": true, "2606:2800:21f:cb07:6820:80da:af6b:8b2c": true, "8.8.8.8": true,
+		"127.0.0.1": false, "::1": false, "10.1.2.3": false, "172.16.0.1": false, "192.168.1.1": false,
+		"169.254.169.254": false, "fe80::1": false, "fc00::1": false, "0.0.0.0": false, "::": false,
+		"100.64.0.1": false, "224.0.0.1": false, "::ffff:127.0.0.1": false, "::ffff:10.0.0.1": false,
+		"64:ff9b::a00:1": false, "2002:a00:1::": false, "255.255.255.255": false, "198.18.0.1": false,
+	} {
+		if got := Public(netip.MustParseAddr(addr)); got != want {
+			t.Errorf("%s: %v", addr, got)
+		}
+	}
+}
+
+func TestPost(t *testing.T) {
+	t.Parallel()
+	var got struct {
+		sig, body string
+	}
+	ok := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		got.sig, got.body = r.Header.Get("X-Signature"), string(b)
+	}))
+	defer ok.Close()
+	fail := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(500) }))
+	defer fail.Close()
+	redirect := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, ok.URL, http.StatusFound)
+	}))
+	defer redirect.Close()
+	now := time.Now()
+	loopback := []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+	ctx := context.Background()
+
+	// The test servers are on loopback: refused unless allow-listed.
+	strict := &Client{}
+	if _, err := strict.Post(ctx, ok.URL, []byte("s"), []byte("{}"), now); !errors.Is(err, ErrForbiddenAddress) {
+		t.Fatalf("loopback without allow-list: %v", err)
+	}
+	if _, err := strict.Post(ctx, strings.Replace(ok.URL, "127.0.0.1", "localhost", 1), []byte("s"), []byte("{}"), now); !errors.Is(err, ErrForbiddenAddress) {
+		t.Fatalf("a name resolving to loopback: %v", err)
+	}
+	c := &Client{Allow: loopback}
+	res, err := c.Post(ctx, ok.URL, []byte("s"), []byte(`{"x":1}`), now)
+	if err != nil || res.Status != 200 || got.body != `{"x":1}` || got.sig != Sign([]byte("s"), now, []byte(`{"x":1}`)) {
+		t.Fatalf("post: %+v %v %+v", res, err, got)
+	}
+	if res, err := c.Post(ctx, fail.URL, []byte("s"), []byte("{}"), now); err == nil || res.Status != 500 {
+		t.Fatalf("500: %+v %v", res, err)
+	}
+	got.body = ""
+	if res, err := c.Post(ctx, redirect.URL, []byte("s"), []byte("{}"), now); err == nil || res.Status != 302 || got.body != "" {
+		t.Fatalf("redirect followed: %+v %v", res, err)
+	}
+	if _, err := c.Post(ctx, "ftp://x", nil, nil, now); err == nil {
+		t.Fatal("ftp URL")
+	}
+}
+
+func TestTimeout(t *testing.T) {
+	t.Parallel()
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+		case <-time.After(5 * time.Second):
+		}
+	}))
+	defer slow.Close()
+	c := &Client{Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}, Timeout: 200 * time.Millisecond}
+	start := time.Now()
+	if _, err := c.Post(context.Background(), slow.URL, nil, []byte("{}"), time.Now()); err == nil {
+		t.Fatal("no timeout")
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("took %s", d)
+	}
+}
