@@ -111,6 +111,10 @@ type Principal struct {
 	// TenantID and TenantSlug are empty for a global admin.
 	TenantID   string
 	TenantSlug string
+	// AppName and AppMatching are an application's name and number
+	// matching setting.
+	AppName     string
+	AppMatching string
 }
 
 // Global reports a global admin, who may act on every tenant.

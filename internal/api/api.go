@@ -17,6 +17,7 @@ import (
 	"github.com/pushmfa/pushmfa/internal/account"
 	"github.com/pushmfa/pushmfa/internal/errs"
 	"github.com/pushmfa/pushmfa/internal/metrics"
+	"github.com/pushmfa/pushmfa/internal/notify"
 	"github.com/pushmfa/pushmfa/internal/postgres"
 )
 
@@ -46,6 +47,8 @@ type Config struct {
 	PublicURL string
 	// Now is the clock (time.Now when nil).
 	Now func() time.Time
+	// Hub wakes long-polls (fed by the process's LISTEN connection).
+	Hub *notify.Hub
 }
 
 type handlers struct {
@@ -55,6 +58,8 @@ type handlers struct {
 	publicURL         string
 	now               func() time.Time
 	auth              *authenticator
+	dev               *deviceAuth
+	hub               *notify.Hub
 }
 
 // New builds the HTTP handler.
@@ -69,9 +74,13 @@ func New(cfg Config) (http.Handler, error) {
 	}
 	clientIP := clientAddr(cfg.TrustedProxies)
 	auth := newAuthenticator(cfg.DB, cfg.BootstrapAdminToken, cfg.AuthFailureLimit, cfg.Metrics, clientIP)
-	h := &handlers{db: cfg.DB, ready: cfg.Ready, allowHTTPWebhooks: cfg.AllowHTTPLoopbackWebhooks,
-		publicURL: cfg.PublicURL, now: now, auth: auth}
 	dev := newDeviceAuth(cfg.DB, auth, now)
+	hub := cfg.Hub
+	if hub == nil {
+		hub = notify.NewHub(1) // nothing connected: every lookup reads the database
+	}
+	h := &handlers{db: cfg.DB, ready: cfg.Ready, allowHTTPWebhooks: cfg.AllowHTTPLoopbackWebhooks,
+		publicURL: cfg.PublicURL, now: now, auth: auth, dev: dev, hub: hub}
 
 	r := chi.NewRouter()
 	r.Use(requestID(cfg.Logger), observe(cfg.Metrics, clientIP), recoverer, checkQuery)
@@ -113,6 +122,8 @@ func New(cfg Config) (http.Handler, error) {
 		r.Get("/enrollments/{id}/qr.png", h.qr("png"))
 		r.Get("/enrollments/{id}/qr.svg", h.qr("svg"))
 		r.Post("/devices/{device_id}/revoke", h.adminRevokeDevice)
+		r.Get("/challenges/{id}", h.adminChallenge)
+		r.Get("/challenges/{id}/webhooks", h.adminChallengeWebhooks)
 
 		r.Get("/tokens", h.listTokens)
 		r.Post("/tokens", h.createToken)
@@ -131,11 +142,18 @@ func New(cfg Config) (http.Handler, error) {
 			r.Get("/enrollments/{id}", h.getEnrollment)
 			r.Get("/enrollments/{id}/qr.png", h.qr("png"))
 			r.Get("/enrollments/{id}/qr.svg", h.qr("svg"))
+			r.Post("/challenges", h.createChallenge)
+			r.Get("/challenges/{id}", h.getChallenge)
+			r.Post("/challenges/{id}/cancel", h.cancelChallenge)
+			r.Post("/users/{user}/verify-code", h.verifyCode)
 		})
 		r.Post("/device/enroll", h.enroll)
 		r.Get("/device", dev.device(h.deviceSelf))
 		r.Put("/device/push-token", dev.device(h.setPushToken))
 		r.Delete("/device", dev.device(h.removeSelf))
+		r.Get("/device/challenges", dev.device(h.deviceChallenges))
+		r.Get("/device/challenges/{id}", dev.device(h.deviceChallenge))
+		r.Post("/device/challenges/{id}/response", dev.device(h.respond))
 	})
 	return r, nil
 }

@@ -52,12 +52,9 @@ func (a *deviceAuth) verify(r *http.Request) (jose.Device, error) {
 	if err != nil {
 		return jose.Device{}, errs.ErrUnauthorized
 	}
-	key, ok := a.keys.Get(id)
-	if !ok {
-		if key, err = a.db.DeviceKey(r.Context(), id); err != nil {
-			return jose.Device{}, err
-		}
-		a.keys.Add(id, key)
+	key, err := a.key(r.Context(), id)
+	if err != nil {
+		return jose.Device{}, err
 	}
 	tok, err := jose.VerifyDevice(strings.TrimSpace(token), key.Key, r.Method, r.URL.EscapedPath(), a.now())
 	if err != nil {
@@ -71,6 +68,19 @@ func (a *deviceAuth) verify(r *http.Request) (jose.Device, error) {
 	}
 	tok.DeviceID = id
 	return tok, nil
+}
+
+// key returns a device's public key, from the cache when it can.
+func (a *deviceAuth) key(ctx context.Context, id string) (postgres.DeviceKey, error) {
+	if k, ok := a.keys.Get(id); ok {
+		return k, nil
+	}
+	k, err := a.db.DeviceKey(ctx, id)
+	if err != nil {
+		return k, err
+	}
+	a.keys.Add(id, k)
+	return k, nil
 }
 
 // deviceHandler is a device endpoint's work, done in the call's transaction.

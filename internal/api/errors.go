@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strconv"
 
+	"github.com/pushmfa/pushmfa/internal/challenge"
 	"github.com/pushmfa/pushmfa/internal/errs"
 	"github.com/pushmfa/pushmfa/internal/wire"
 )
@@ -34,6 +35,15 @@ var statuses = map[errs.Code]int{
 	errs.DeviceLimit:          http.StatusConflict,
 	errs.InvalidJWS:           http.StatusBadRequest,
 	errs.DeviceRevoked:        http.StatusUnauthorized,
+
+	challenge.NoActiveDevice:      http.StatusConflict,
+	challenge.IdempotencyMismatch: http.StatusConflict,
+	challenge.UserLocked:          http.StatusLocked,
+	challenge.TooManyChallenges:   http.StatusTooManyRequests,
+	challenge.Resolved:            http.StatusConflict,
+	challenge.Expired:             http.StatusGone,
+	challenge.InvalidResponse:     http.StatusBadRequest,
+	challenge.TOTPDisabled:        http.StatusConflict,
 }
 
 // Codes lists every code the API can return (for tests and documentation).

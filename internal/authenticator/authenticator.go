@@ -26,9 +26,11 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/pushmfa/pushmfa/internal/challenge"
 	"github.com/pushmfa/pushmfa/internal/client"
 	"github.com/pushmfa/pushmfa/internal/enroll"
 	"github.com/pushmfa/pushmfa/internal/totp"
+	"github.com/pushmfa/pushmfa/internal/wire"
 )
 
 // TokenLifetime is how long each device token is valid (exp - iat): the
@@ -285,4 +287,63 @@ func Load(path string) (*Device, error) {
 	d := s.Device
 	d.Key = key
 	return &d, nil
+}
+
+// Pending lists the pending challenges of this device's user.
+func (d *Device) Pending(ctx context.Context) ([]wire.DeviceChallenge, error) {
+	var out wire.DeviceChallenges
+	err := d.Call(ctx, http.MethodGet, "/v1/device/challenges", nil, &out)
+	return out.Challenges, err
+}
+
+// Challenge fetches what the app shows for one challenge.
+func (d *Device) Challenge(ctx context.Context, id string) (wire.DeviceChallenge, error) {
+	var c wire.DeviceChallenge
+	err := d.Call(ctx, http.MethodGet, "/v1/device/challenges/"+id, nil, &c)
+	return c, err
+}
+
+// Answer is a user's answer to a challenge.
+type Answer struct {
+	Decision string // approve, deny or fraud
+	// Number is the number the user picked (0 for none).
+	Number int
+	// UV says user verification (biometrics, PIN) happened.
+	UV bool
+}
+
+// ResponseToken signs a response+jwt answering c. The context digest is
+// computed here, from the context the app displays (RFC 8785), never taken
+// from the server: the answer is bound to what the user saw.
+func ResponseToken(key *ecdsa.PrivateKey, deviceID string, c wire.DeviceChallenge, a Answer, now time.Time) (string, error) {
+	shown, err := json.Marshal(c.Context)
+	if err != nil {
+		return "", err
+	}
+	digest, err := challenge.DigestJSON(shown)
+	if err != nil {
+		return "", err
+	}
+	claims := jwt.MapClaims{"chl": c.ID, "nonce": c.Nonce, "ctx": challenge.EncodeDigest(digest), "decision": a.Decision,
+		"uv": a.UV, "iat": now.Unix(), "exp": now.Add(TokenLifetime).Unix(), "jti": newJTI()}
+	if a.Number != 0 {
+		claims["number"] = a.Number
+	}
+	return Sign(jwt.SigningMethodES256, key, map[string]any{"typ": "response+jwt", "kid": deviceID}, claims)
+}
+
+// Respond fetches a challenge, as the app does when the user opens it, and
+// sends the signed answer.
+func (d *Device) Respond(ctx context.Context, id string, a Answer) (wire.ResponseResult, error) {
+	var res wire.ResponseResult
+	c, err := d.Challenge(ctx, id)
+	if err != nil {
+		return res, err
+	}
+	tok, err := ResponseToken(d.Key, d.DeviceID, c, a, d.now())
+	if err != nil {
+		return res, err
+	}
+	err = d.Send(ctx, http.MethodPost, "/v1/device/challenges/"+id+"/response", "application/jose", tok, &res)
+	return res, err
 }

@@ -67,6 +67,9 @@ type Config struct {
 	// TrustedProxies are the proxies whose X-Forwarded-For header names the
 	// client (for per-address rate limits and logs).
 	TrustedProxies []netip.Prefix
+	// WebhookAllow lists non-public addresses webhooks may still call (an
+	// internal relying party).
+	WebhookAllow []netip.Prefix
 }
 
 // APNs holds the token-based (.p8) credentials for Apple push.
@@ -122,6 +125,7 @@ var Variables = []struct{ Name, Default, Doc string }{
 	{"PG_BINDIR", "(found)", "PostgreSQL binaries for the embedded cluster"},
 	{"WEBHOOK_ALLOW_HTTP_LOOPBACK", "false", "accept http:// webhook URLs on loopback hosts (development only)"},
 	{"TRUSTED_PROXIES", "", "comma-separated addresses or CIDRs of proxies whose X-Forwarded-For is believed"},
+	{"WEBHOOK_ALLOW_CIDRS", "", "comma-separated addresses or CIDRs webhooks may call although not public"},
 }
 
 // Load reads the configuration through getenv (os.LookupEnv in main) and
@@ -156,6 +160,7 @@ func Load(getenv func(string) (string, bool)) (*Config, error) {
 	c.LogLevel = l.level("LOG_LEVEL")
 	c.WebhookAllowHTTPLoopback = l.boolean("WEBHOOK_ALLOW_HTTP_LOOPBACK")
 	c.TrustedProxies = l.prefixes("TRUSTED_PROXIES")
+	c.WebhookAllow = l.prefixes("WEBHOOK_ALLOW_CIDRS")
 	c.MasterKey = l.key("MASTER_KEY", l.str("MASTER_KEY", ""))
 	if prev := l.str("MASTER_KEY_PREVIOUS", ""); prev != "" {
 		for _, k := range strings.Split(prev, ",") {

@@ -6,8 +6,11 @@ package jobs
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -20,6 +23,8 @@ import (
 	"github.com/pushmfa/pushmfa/internal/postgres"
 	"github.com/pushmfa/pushmfa/internal/push"
 	"github.com/pushmfa/pushmfa/internal/queue"
+	"github.com/pushmfa/pushmfa/internal/webhook"
+	"github.com/pushmfa/pushmfa/internal/wire"
 )
 
 // Intervals of the periodic jobs. The audit scan runs often so that every
@@ -29,6 +34,9 @@ const (
 	auditScanInterval  = 2 * time.Second
 	auditHeadsInterval = 10 * time.Minute
 	expireInterval     = time.Minute
+	// Waiting relying parties see expiry at once (they compute it); the
+	// sweep records it and fires webhooks within seconds.
+	challengeSweepInterval = 2 * time.Second
 )
 
 // Config is what the workers need.
@@ -40,6 +48,8 @@ type Config struct {
 	MaxWorkers int
 	// Push delivers pushes (the logging provider without credentials).
 	Push push.Provider
+	// Webhook calls applications back.
+	Webhook *webhook.Client
 }
 
 // NewClient builds the River client with every worker and periodic job. The
@@ -52,6 +62,8 @@ func NewClient(cfg Config) (*river.Client[pgx.Tx], error) {
 	river.AddWorker(workers, &auditHeadsWorker{db: cfg.DB, metrics: cfg.Metrics, logger: cfg.Logger})
 	river.AddWorker(workers, &expireEnrollmentsWorker{db: cfg.DB})
 	river.AddWorker(workers, &deliverWorker{db: cfg.DB, provider: cfg.Push, logger: cfg.Logger})
+	river.AddWorker(workers, &webhookWorker{db: cfg.DB, client: cfg.Webhook, logger: cfg.Logger})
+	river.AddWorker(workers, &expireChallengesWorker{db: cfg.DB})
 
 	maxWorkers := cfg.MaxWorkers
 	if maxWorkers <= 0 {
@@ -67,6 +79,7 @@ func NewClient(cfg Config) (*river.Client[pgx.Tx], error) {
 		Queues: map[string]river.QueueConfig{
 			river.QueueDefault: {MaxWorkers: maxWorkers},
 			queue.QueuePush:    {MaxWorkers: maxWorkers},
+			queue.QueueWebhook: {MaxWorkers: maxWorkers},
 		},
 		Workers: workers,
 		PeriodicJobs: []*river.PeriodicJob{
@@ -74,6 +87,7 @@ func NewClient(cfg Config) (*river.Client[pgx.Tx], error) {
 			periodic(auditScanInterval, AuditScanArgs{}),
 			periodic(auditHeadsInterval, AuditHeadsArgs{}),
 			periodic(expireInterval, ExpireEnrollmentsArgs{}),
+			periodic(challengeSweepInterval, ExpireChallengesArgs{}),
 		},
 		// Finished housekeeping jobs are of no interest for long.
 		CompletedJobRetentionPeriod: time.Hour,
@@ -244,6 +258,10 @@ func (w *deliverWorker) Work(ctx context.Context, job *river.Job[queue.DeliverAr
 		return w.db.RecordDelivery(ctx, postgres.DeliveryOutcome{ID: d.Message.DeliveryID, Provider: d.Message.Provider,
 			Outcome: "skipped", Reason: "device revoked or without a push token"})
 	}
+	if d.Stale {
+		return w.db.RecordDelivery(ctx, postgres.DeliveryOutcome{ID: d.Message.DeliveryID, Provider: d.Message.Provider,
+			Outcome: "skipped", Reason: "the challenge resolved or expired before the push was sent"})
+	}
 	id, err := w.provider.Send(ctx, d.Message)
 	if err != nil {
 		// The last attempt's failure is final: the timeline must say so.
@@ -262,4 +280,90 @@ func (w *deliverWorker) Work(ctx context.Context, job *river.Job[queue.DeliverAr
 	// collapse id makes a repeat harmless.
 	return w.db.RecordDelivery(ctx, postgres.DeliveryOutcome{ID: d.Message.DeliveryID, Provider: w.provider.Name(),
 		Outcome: "sent", ProviderMessageID: id})
+}
+
+// ExpireChallengesArgs sweeps pending challenges past their time.
+type ExpireChallengesArgs struct{}
+
+// Kind names the job.
+func (ExpireChallengesArgs) Kind() string { return "expire_challenges" }
+
+type expireChallengesWorker struct {
+	river.WorkerDefaults[ExpireChallengesArgs]
+	db *postgres.DB
+}
+
+func (w *expireChallengesWorker) Work(ctx context.Context, _ *river.Job[ExpireChallengesArgs]) error {
+	_, err := w.db.ExpireChallenges(ctx)
+	return err
+}
+
+type webhookWorker struct {
+	river.WorkerDefaults[queue.WebhookArgs]
+	db     *postgres.DB
+	client *webhook.Client
+	logger *slog.Logger
+}
+
+// NextRetry backs off exponentially from 10 s, doubling, at most an hour
+// apart, with jitter so a receiver coming back is not hit all at once; with
+// queue.WebhookAttempts this spans about a day.
+func (w *webhookWorker) NextRetry(job *river.Job[queue.WebhookArgs]) time.Time {
+	d := 10 * time.Second
+	for i := 1; i < job.Attempt && d < time.Hour; i++ {
+		d *= 2
+	}
+	d = min(d, time.Hour)
+	jitter := time.Duration(rand.Int64N(int64(d / 5)))
+	return time.Now().Add(d - d/10 + jitter)
+}
+
+// Timeout leaves room for the call's own 5 s limit.
+func (w *webhookWorker) Timeout(*river.Job[queue.WebhookArgs]) time.Duration { return 30 * time.Second }
+
+func (w *webhookWorker) Work(ctx context.Context, job *river.Job[queue.WebhookArgs]) error {
+	call, err := w.db.WebhookCall(ctx, job.Args.DeliveryID)
+	if err != nil || call.Done {
+		return err
+	}
+	if call.Gone {
+		return w.db.RecordWebhookAttempt(ctx, postgres.WebhookAttempt{DeliveryID: call.DeliveryID, Outcome: "failed",
+			Error: "the application was deleted or no longer has a webhook"})
+	}
+	c := call.Challenge
+	body, err := json.Marshal(wire.WebhookEvent{Type: "challenge.resolved", Challenge: wire.WebhookChallenge{
+		ID: c.ID, ApplicationID: c.ApplicationID, User: c.UserName, State: c.State, Resolution: c.Resolution,
+		Fraud: c.Fraud, CreatedAt: c.CreatedAt.UTC(), ResolvedAt: utcp(c.ResolvedAt)}})
+	if err != nil {
+		return err
+	}
+	res, err := w.client.Post(ctx, call.URL, call.Secret, body, time.Now())
+	if err == nil {
+		return w.db.RecordWebhookAttempt(ctx, postgres.WebhookAttempt{DeliveryID: call.DeliveryID, Outcome: "delivered", Status: res.Status})
+	}
+	outcome := "retrying"
+	if job.Attempt >= job.MaxAttempts {
+		outcome = "failed"
+	}
+	// A destination that is not public will not become public by waiting.
+	permanent := errors.Is(err, webhook.ErrForbiddenAddress)
+	if permanent {
+		outcome = "failed"
+	}
+	if rerr := w.db.RecordWebhookAttempt(ctx, postgres.WebhookAttempt{DeliveryID: call.DeliveryID, Outcome: outcome,
+		Status: res.Status, Error: err.Error()}); rerr != nil {
+		w.logger.Warn("record webhook attempt", "delivery_id", call.DeliveryID, "error", rerr)
+	}
+	if permanent {
+		return river.JobCancel(err)
+	}
+	return err
+}
+
+func utcp(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	u := t.UTC()
+	return &u
 }

@@ -33,7 +33,7 @@ func TestPeriodicJobsRun(t *testing.T) {
 	db := postgres.New(tdb.Pool, keys, logger)
 
 	_, err := tdb.Pool.Exec(ctx, `INSERT INTO used_jtis (issuer, jti, expires_at) VALUES
-		('d1', 'old', now() - interval '1 minute'), ('d1', 'live', now() + interval '1 hour')`)
+		('d1', 'old', now() - interval '10 minutes'), ('d1', 'live', now() + interval '1 hour')`)
 	if err != nil {
 		t.Fatal(err)
 	}

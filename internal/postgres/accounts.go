@@ -407,9 +407,9 @@ func (db *DB) DeleteApplication(ctx context.Context, by audit.Actor, tenantID, i
 func (db *DB) AuthenticateApplication(ctx context.Context, digest []byte) (account.Principal, error) {
 	var p account.Principal
 	var stored []byte
-	err := db.pool.QueryRow(ctx, `SELECT a.id, a.tenant_id, t.slug, a.secret_digest FROM applications a
+	err := db.pool.QueryRow(ctx, `SELECT a.id, a.tenant_id, t.slug, a.name, a.number_matching, a.secret_digest FROM applications a
 		JOIN tenants t ON t.id = a.tenant_id WHERE a.secret_digest = $1 AND a.deleted_at IS NULL`, digest).
-		Scan(&p.ID, &p.TenantID, &p.TenantSlug, &stored)
+		Scan(&p.ID, &p.TenantID, &p.TenantSlug, &p.AppName, &p.AppMatching, &stored)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return p, errs.ErrUnauthorized
 	}

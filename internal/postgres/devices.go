@@ -279,6 +279,9 @@ type PendingDelivery struct {
 	Done bool
 	// Gone reports that the device was revoked or lost its token meanwhile.
 	Gone bool
+	// Stale reports a challenge push whose challenge resolved or expired:
+	// not worth sending any more.
+	Stale bool
 }
 
 // Delivery loads a delivery and opens its device's push token.
@@ -289,10 +292,13 @@ func (db *DB) Delivery(ctx context.Context, id string) (PendingDelivery, error) 
 	var event, challenge *string
 	var token []byte
 	var keyID *string
+	var live bool
 	err := db.pool.QueryRow(ctx, `SELECT x.id, x.device_id, d.push_provider, x.kind, x.notification, x.challenge_id::text,
-			x.outcome, d.state, d.push_token, d.push_token_key_id
-		FROM deliveries x JOIN devices d ON d.id = x.device_id WHERE x.id = $1`, id).
-		Scan(&m.DeliveryID, &m.DeviceID, &m.Provider, &m.Kind, &event, &challenge, &outcome, &state, &token, &keyID)
+			x.outcome, d.state, d.push_token, d.push_token_key_id,
+			c.id IS NULL OR (c.state = 'pending' AND c.expires_at > now())
+		FROM deliveries x JOIN devices d ON d.id = x.device_id LEFT JOIN challenges c ON c.id = x.challenge_id
+		WHERE x.id = $1`, id).
+		Scan(&m.DeliveryID, &m.DeviceID, &m.Provider, &m.Kind, &event, &challenge, &outcome, &state, &token, &keyID, &live)
 	if err != nil {
 		return p, fmt.Errorf("read delivery %s: %w", id, err)
 	}
@@ -303,6 +309,7 @@ func (db *DB) Delivery(ctx context.Context, id string) (PendingDelivery, error) 
 		m.ChallengeID = *challenge
 	}
 	p.Done = outcome != "pending" && outcome != "retrying"
+	p.Stale = !live
 	if state != devices.StateActive || keyID == nil {
 		p.Gone = true
 		return p, nil

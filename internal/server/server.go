@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -31,9 +32,11 @@ import (
 	"github.com/pushmfa/pushmfa/internal/jobs"
 	"github.com/pushmfa/pushmfa/internal/localpg"
 	"github.com/pushmfa/pushmfa/internal/metrics"
+	"github.com/pushmfa/pushmfa/internal/notify"
 	"github.com/pushmfa/pushmfa/internal/postgres"
 	"github.com/pushmfa/pushmfa/internal/push"
 	"github.com/pushmfa/pushmfa/internal/seal"
+	"github.com/pushmfa/pushmfa/internal/webhook"
 )
 
 // embeddedDatabase is the database the server uses in its own cluster.
@@ -49,6 +52,7 @@ type Server struct {
 	db        *postgres.DB
 	river     *river.Client[pgx.Tx]
 	metrics   *metrics.Metrics
+	hub       *notify.Hub
 	versions  postgres.SchemaVersions
 	httpSrv   *http.Server
 	metSrv    *http.Server
@@ -117,7 +121,11 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *Ser
 	}
 
 	provider := push.LogProvider{Logger: logger}
-	if s.river, err = jobs.NewClient(jobs.Config{DB: s.db, Metrics: s.metrics, Logger: logger, Push: provider}); err != nil {
+	hooks := &webhook.Client{Allow: cfg.WebhookAllow}
+	if cfg.WebhookAllowHTTPLoopback {
+		hooks.Allow = append(hooks.Allow, netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128"))
+	}
+	if s.river, err = jobs.NewClient(jobs.Config{DB: s.db, Metrics: s.metrics, Logger: logger, Push: provider, Webhook: hooks}); err != nil {
 		return nil, err
 	}
 	s.db.UseQueue(s.river)
@@ -126,6 +134,13 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *Ser
 		return nil, fmt.Errorf("start job queue: %w", err)
 	}
 	s.defer_(s.stopRiver)
+
+	// One LISTEN connection per process wakes every long-poll.
+	s.hub = notify.NewHub(100_000)
+	lctx, stopListening := context.WithCancel(context.WithoutCancel(ctx))
+	listening := make(chan struct{})
+	go func() { defer close(listening); s.db.NewListener(s.hub).Run(lctx) }()
+	s.defer_(func(context.Context) error { stopListening(); <-listening; return nil })
 
 	if err := s.serve(); err != nil {
 		return nil, err
@@ -159,6 +174,7 @@ func (s *Server) serve() error {
 		AllowHTTPLoopbackWebhooks: s.cfg.WebhookAllowHTTPLoopback,
 		TrustedProxies:            s.cfg.TrustedProxies,
 		PublicURL:                 publicURL,
+		Hub:                       s.hub,
 	})
 	if err != nil {
 		_ = ln.Close()

@@ -91,6 +91,8 @@ func TestPost(t *testing.T) {
 func TestTimeout(t *testing.T) {
 	t.Parallel()
 	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Reading the body lets the server notice the client hanging up.
+		_, _ = io.ReadAll(r.Body)
 		select {
 		case <-r.Context().Done():
 		case <-time.After(5 * time.Second):

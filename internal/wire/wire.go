@@ -176,3 +176,107 @@ type TOTPSeed struct {
 type Revoke struct {
 	Reason string `json:"reason"`
 }
+
+// ChallengeContext is what the device displays for a challenge.
+type ChallengeContext struct {
+	App       string `json:"app"`
+	Message   string `json:"message,omitempty"`
+	IP        string `json:"ip,omitempty"`
+	Location  string `json:"location,omitempty"`
+	Browser   string `json:"browser,omitempty"`
+	CreatedAt string `json:"created_at"`
+}
+
+// Challenge is a challenge as the relying party sees it; Number only for a
+// challenge that needs one.
+type Challenge struct {
+	ID         string     `json:"id"`
+	State      string     `json:"state"`
+	User       string     `json:"user"`
+	Number     *int       `json:"number,omitempty"`
+	Resolution string     `json:"resolution,omitempty"`
+	Fraud      bool       `json:"fraud,omitempty"`
+	CreatedAt  time.Time  `json:"created_at"`
+	ExpiresAt  time.Time  `json:"expires_at"`
+	ResolvedAt *time.Time `json:"resolved_at,omitempty"`
+}
+
+// CreateChallenge is the body of POST /v1/challenges.
+type CreateChallenge struct {
+	User           string          `json:"user"`
+	Message        string          `json:"message,omitempty"`
+	Context        *RequestContext `json:"context,omitempty"`
+	NumberMatching *bool           `json:"number_matching,omitempty"`
+}
+
+// RequestContext is the sign-in context a relying party supplies.
+type RequestContext struct {
+	IP       string `json:"ip,omitempty"`
+	Location string `json:"location,omitempty"`
+	Browser  string `json:"browser,omitempty"`
+}
+
+// DeviceChallenge is a challenge as a device sees it: never the number.
+type DeviceChallenge struct {
+	ID             string           `json:"id"`
+	State          string           `json:"state"`
+	Nonce          string           `json:"nonce,omitempty"`
+	Context        ChallengeContext `json:"context"`
+	ContextDigest  string           `json:"context_digest,omitempty"`
+	NumberRequired bool             `json:"number_required"`
+	ExpiresAt      time.Time        `json:"expires_at"`
+}
+
+// DeviceChallenges is a device's pending list.
+type DeviceChallenges struct {
+	Challenges []DeviceChallenge `json:"challenges"`
+}
+
+// ResponseResult answers a device's response.
+type ResponseResult struct {
+	ID         string `json:"id"`
+	State      string `json:"state"`
+	Resolution string `json:"resolution"`
+}
+
+// VerifyCode is the body of POST /v1/users/{user}/verify-code, and Valid its
+// answer.
+type VerifyCode struct {
+	Code string `json:"code"`
+}
+
+// CodeResult answers an offline code check.
+type CodeResult struct {
+	Valid bool `json:"valid"`
+}
+
+// WebhookEvent is the body of a webhook call.
+type WebhookEvent struct {
+	Type      string           `json:"type"`
+	Challenge WebhookChallenge `json:"challenge"`
+}
+
+// WebhookChallenge is a resolved challenge as its application's webhook
+// receives it.
+type WebhookChallenge struct {
+	ID            string     `json:"id"`
+	ApplicationID string     `json:"application_id"`
+	User          string     `json:"user"`
+	State         string     `json:"state"`
+	Resolution    string     `json:"resolution"`
+	Fraud         bool       `json:"fraud"`
+	CreatedAt     time.Time  `json:"created_at"`
+	ResolvedAt    *time.Time `json:"resolved_at"`
+}
+
+// WebhookDelivery is a webhook call's record, for admins.
+type WebhookDelivery struct {
+	ID          string     `json:"id"`
+	Outcome     string     `json:"outcome"`
+	Attempts    int        `json:"attempts"`
+	LastStatus  *int       `json:"last_status,omitempty"`
+	LastError   string     `json:"last_error,omitempty"`
+	CreatedAt   time.Time  `json:"created_at"`
+	UpdatedAt   time.Time  `json:"updated_at"`
+	DeliveredAt *time.Time `json:"delivered_at,omitempty"`
+}
