@@ -206,13 +206,24 @@ func printDemo(w io.Writer, url, statePath string, st demoState, enrollURI, devi
 		st.AdminToken, demoAppName, st.AppID, st.AppSecret, demoUser)
 	_ = tw.Flush()
 	fmt.Fprintf(w, "\nTry it (in another terminal, from this directory):\n  export MFACTL_URL=%s MFACTL_TOKEN=%s\n", url, st.AdminToken)
+	bearer := "-H 'Authorization: Bearer " + st.AppSecret + "'"
 	steps := []struct {
 		title string
 		cmds  [][2]string
 	}{
-		{"Enroll a phone for %s (the reference authenticator keeps its key in %s), then lose it:", [][2]string{
+		{"Enroll a phone for %s (the reference authenticator keeps its key in %s):", [][2]string{
 			{"./bin/mfactl device enroll '" + enrollURI + "' --state " + deviceFile, "enroll (the URI is single-use)"},
 			{"./bin/mfactl device info --state " + deviceFile, "the device, signed with its key"},
+		}},
+		{"Sign in: the relying party asks, the phone approves, the relying party learns it:", [][2]string{
+			{"curl -s " + bearer + " -H 'Content-Type: application/json' -d '{\"user\":\"" + demoUser +
+				"\",\"context\":{\"ip\":\"203.0.113.7\",\"browser\":\"curl\"}}' " + url + "/v1/challenges",
+				"prints the challenge's \"id\" and the \"number\" the sign-in page shows"},
+			{"./bin/mfactl device pending --state " + deviceFile, "the phone sees the request (never the number)"},
+			{"./bin/mfactl device approve ID --number N --state " + deviceFile, "ID and N from the first command"},
+			{"curl -s " + bearer + " '" + url + "/v1/challenges/ID?wait=25s'", "long-poll: \"state\": \"approved\""},
+		}},
+		{"Lose the phone:", [][2]string{
 			{"./bin/mfactl users devices " + demoUser, "the admin's view"},
 			{"./bin/mfactl devices revoke \"$(./bin/mfactl device id --state " + deviceFile + ")\" --reason lost", "the phone is lost"},
 			{"./bin/mfactl device info --state " + deviceFile, "refused: device_revoked"},
@@ -236,8 +247,5 @@ func printDemo(w io.Writer, url, statePath string, st demoState, enrollURI, devi
 			fmt.Fprintf(w, "  # %s\n  %s\n", c[1], c[0])
 		}
 	}
-	fmt.Fprintf(w, "\nThe relying-party API, with the application secret:\n")
-	fmt.Fprintf(w, "  curl -s -H 'Authorization: Bearer %s' -H 'Content-Type: application/json' \\\n    -d '{\"user\":\"%s\"}' %s/v1/enrollments\n", st.AppSecret, demoUser, url)
-	fmt.Fprintf(w, "  curl -s -H 'Authorization: Bearer %s' %s/v1/users/%s/devices\n", st.AppSecret, url, demoUser)
 	fmt.Fprintf(w, "\nAPI reference: %s/openapi.json   Stop with Ctrl-C.\n%s\n", url, line)
 }

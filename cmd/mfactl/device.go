@@ -173,7 +173,68 @@ func (c *cli) deviceCmd() *cobra.Command {
 			return nil
 		},
 	}
-	dev.AddCommand(enroll, info, code, id, pushToken, remove)
+	pending := &cobra.Command{
+		Use:   "pending",
+		Short: "List the sign-in requests waiting for an answer",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			d, err := load()
+			if err != nil {
+				return err
+			}
+			cs, err := d.Pending(cmd.Context())
+			if err != nil {
+				return err
+			}
+			return c.print(cs, func(w io.Writer) {
+				if len(cs) == 0 {
+					fmt.Fprintln(w, "no pending sign-in requests")
+					return
+				}
+				fmt.Fprintln(w, "ID\tAPP\tMESSAGE\tFROM\tNUMBER\tEXPIRES")
+				for _, ch := range cs {
+					from := ch.Context.IP
+					if ch.Context.Location != "" {
+						from += " (" + ch.Context.Location + ")"
+					}
+					number := "-"
+					if ch.NumberRequired {
+						number = "required"
+					}
+					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", ch.ID, ch.Context.App, ch.Context.Message, from, number, when(&ch.ExpiresAt))
+				}
+			})
+		},
+	}
+	answer := func(decision, short string) *cobra.Command {
+		var number int
+		var uv bool
+		cmd := &cobra.Command{
+			Use:   decision + " CHALLENGE_ID",
+			Short: short,
+			Args:  cobra.ExactArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				d, err := load()
+				if err != nil {
+					return err
+				}
+				res, err := d.Respond(cmd.Context(), args[0], authenticator.Answer{Decision: decision, Number: number, UV: uv})
+				if err != nil {
+					return err
+				}
+				return c.print(res, func(w io.Writer) { kv(w, "challenge", res.ID, "state", res.State, "resolution", res.Resolution) })
+			},
+		}
+		if decision == "approve" {
+			cmd.Flags().IntVar(&number, "number", 0, "the number the sign-in page shows (when one is required)")
+		}
+		cmd.Flags().BoolVar(&uv, "uv", false, "claim that user verification (biometrics or PIN) happened")
+		return cmd
+	}
+	dev.AddCommand(enroll, info, code, id, pushToken, remove, pending,
+		answer("approve", "Approve a sign-in request (--number N when the sign-in page shows one)"),
+		answer("deny", "Deny a sign-in request"),
+		answer("fraud", "Deny a sign-in request and report it as fraud"))
 	return dev
 }
 

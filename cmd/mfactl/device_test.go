@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -88,5 +89,67 @@ func TestDeviceRemove(t *testing.T) {
 	}
 	if code, _, errOut := mfactl(t, e, "", "device", "code", "--state", state); code != 2 || !strings.Contains(errOut, "readable by others") {
 		t.Fatalf("world-readable key: %d %s", code, errOut)
+	}
+}
+
+// TestSignInThroughMfactl is issue 5's "done when" with the reference
+// authenticator: a challenge, its number, `device approve ID --number N`,
+// and the long-poll returns approved.
+func TestSignInThroughMfactl(t *testing.T) {
+	t.Parallel()
+	e := apitest.Start(t)
+	state := filepath.Join(t.TempDir(), "phone.json")
+	r := e.JSON(t, "POST", "/v1/admin/applications", e.Bootstrap, map[string]any{"name": "VPN"})
+	secret := r.Map(t)["secret"].(string)
+	var en struct{ URI string }
+	_ = json.Unmarshal([]byte(must(t, e, e.Bootstrap, "--json", "users", "enroll", "alice")), &en)
+	must(t, e, "", "device", "enroll", en.URI, "--state", state)
+
+	create := func() (id string, number int) {
+		r := e.JSON(t, "POST", "/v1/challenges", secret, map[string]any{"user": "alice", "message": "VPN sign-in",
+			"context": map[string]any{"ip": "203.0.113.9", "location": "Oslo"}})
+		if r.Status != 201 {
+			t.Fatalf("create: %d %s", r.Status, r.Body)
+		}
+		m := r.Map(t)
+		return m["id"].(string), int(m["number"].(float64))
+	}
+	id, n := create()
+	out := must(t, e, "", "device", "pending", "--state", state)
+	if !strings.Contains(out, id) || !strings.Contains(out, "203.0.113.9 (Oslo)") || !strings.Contains(out, "required") ||
+		strings.Contains(out, fmt.Sprint(n)+" ") {
+		t.Fatalf("pending:\n%s", out)
+	}
+	polled := make(chan map[string]any, 1)
+	go func() { polled <- e.JSON(t, "GET", "/v1/challenges/"+id+"?wait=25s", secret, nil).Map(t) }()
+	out = must(t, e, "", "device", "approve", id, "--number", fmt.Sprint(n), "--state", state)
+	if !regexp.MustCompile(`(?m)^state:\s+approved$`).MatchString(out) {
+		t.Fatalf("approve:\n%s", out)
+	}
+	if got := <-polled; got["state"] != "approved" {
+		t.Fatalf("long-poll: %v", got)
+	}
+
+	// A wrong number denies; deny and fraud answer as named.
+	id, n = create()
+	wrong := (n-10+1)%90 + 10 // another number in 10..99
+	out = must(t, e, "", "device", "approve", id, "--number", fmt.Sprint(wrong), "--state", state)
+	if !strings.Contains(out, "number_mismatch") || !strings.Contains(out, "denied") {
+		t.Fatalf("wrong number:\n%s", out)
+	}
+	id, _ = create()
+	if out := must(t, e, "", "device", "deny", id, "--state", state); !strings.Contains(out, "denied") {
+		t.Fatalf("deny:\n%s", out)
+	}
+	if out := must(t, e, "", "device", "pending", "--state", state); !strings.Contains(out, "no pending") {
+		t.Fatalf("pending after answers:\n%s", out)
+	}
+	id, _ = create()
+	if out := must(t, e, "", "device", "fraud", id, "--state", state); !strings.Contains(out, "fraud") {
+		t.Fatalf("fraud:\n%s", out)
+	}
+	// Approving an answered request is refused with its code.
+	if code, _, errOut := mfactl(t, e, "", "device", "approve", id, "--state", state); code != 1 || !strings.Contains(errOut, "challenge_resolved") {
+		t.Fatalf("second answer: %d %s", code, errOut)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -151,6 +152,25 @@ func TestDemoSetupIsIdempotent(t *testing.T) {
 		t.Fatalf("no enroll command printed:\n%s", first)
 	}
 	must(t, e, "", "device", "enroll", enroll[1], "--state", enroll[2])
+	// The printed sign-in: the curl call made in Go as printed, the
+	// approval through mfactl, the printed long-poll.
+	curl := regexp.MustCompile(`curl -s -H 'Authorization: Bearer (\S+)' -H 'Content-Type: application/json' -d '([^']+)' (\S+)/v1/challenges`).FindStringSubmatch(first)
+	if curl == nil || curl[1] != st1.AppSecret {
+		t.Fatalf("no sign-in command printed:\n%s", first)
+	}
+	created := e.Do(t, apitest.Req{Method: "POST", Path: "/v1/challenges", Token: curl[1], Body: curl[2],
+		Header: map[string]string{"Content-Type": "application/json"}})
+	if created.Status != 201 {
+		t.Fatalf("printed create: %d %s", created.Status, created.Body)
+	}
+	ch := created.Map(t)
+	must(t, e, "", "device", "approve", ch["id"].(string), "--number", fmt.Sprint(ch["number"]), "--state", enroll[2])
+	if !strings.Contains(first, "/v1/challenges/ID?wait=25s") {
+		t.Fatalf("no long-poll printed:\n%s", first)
+	}
+	if got := e.JSON(t, "GET", "/v1/challenges/"+ch["id"].(string)+"?wait=25s", curl[1], nil).Map(t); got["state"] != "approved" {
+		t.Fatalf("printed long-poll: %v", got)
+	}
 	id := strings.TrimSpace(must(t, e, "", "device", "id", "--state", enroll[2]))
 	must(t, e, st1.AdminToken, "devices", "revoke", id, "--reason", "lost")
 	if code, _, errOut := mfactl(t, e, "", "device", "info", "--state", enroll[2]); code != 1 || !strings.Contains(errOut, "device_revoked") {
