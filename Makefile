@@ -34,7 +34,10 @@ fuzz: deps ## Run every fuzz target for FUZZTIME each
 	  done; \
 	done
 
-bench: deps ## Run the benchmarks
+BENCHRUNS ?= 3
+bench: deps build ## Run the benchmarks (the sign-in path: BENCHRUNS runs, medians), then the Go micro-benchmarks
+	$(GO) build -o bin/mfabench ./cmd/mfabench
+	./bin/mfabench -runs $(BENCHRUNS)
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
 db/reset: ## Delete the local data directory (cluster, master key, demo credentials)

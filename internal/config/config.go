@@ -54,7 +54,9 @@ type Config struct {
 	TLSKeyFile          string
 	// MetricsAddr moves /metrics to its own listener when set.
 	MetricsAddr string
-	LogLevel    slog.Level
+	// PprofAddr serves Go's profiler on its own (loopback) listener when set.
+	PprofAddr string
+	LogLevel  slog.Level
 	// AuthFailureLimit is the number of failed authentications a source
 	// address may make per minute before it gets 429.
 	AuthFailureLimit int
@@ -119,6 +121,7 @@ var Variables = []struct{ Name, Default, Doc string }{
 	{"TLS_CERT_FILE", "", "serve HTTPS with this certificate"},
 	{"TLS_KEY_FILE", "", "and this key"},
 	{"METRICS_ADDR", "", "serve /metrics on its own listener"},
+	{"PPROF_ADDR", "", "serve Go's profiler (net/http/pprof) on this loopback address"},
 	{"LOG_LEVEL", "info", "debug, info, warn or error"},
 	{"AUTH_FAILURE_LIMIT", "60", "failed authentications per source address per minute (at least 30)"},
 	{"SHUTDOWN_TIMEOUT", "15s", "how long to drain requests on SIGTERM"},
@@ -153,6 +156,7 @@ func Load(getenv func(string) (string, bool)) (*Config, error) {
 		TLSCertFile:      l.str("TLS_CERT_FILE", ""),
 		TLSKeyFile:       l.str("TLS_KEY_FILE", ""),
 		MetricsAddr:      l.str("METRICS_ADDR", ""),
+		PprofAddr:        l.str("PPROF_ADDR", ""),
 		AuthFailureLimit: l.integer("AUTH_FAILURE_LIMIT", 60, 30, 1_000_000),
 		ShutdownTimeout:  l.duration("SHUTDOWN_TIMEOUT", 15*time.Second, time.Second, 10*time.Minute),
 		PGBinDir:         l.str("PG_BINDIR", ""),
@@ -305,6 +309,14 @@ func (l *loader) validate(c *Config) {
 	if c.MetricsAddr != "" {
 		if _, _, err := net.SplitHostPort(c.MetricsAddr); err != nil {
 			l.fail("METRICS_ADDR", "%q is not host:port", c.MetricsAddr)
+		}
+	}
+	if c.PprofAddr != "" {
+		// The profiler exposes memory contents: loopback only.
+		h, _, err := net.SplitHostPort(c.PprofAddr)
+		ip := net.ParseIP(h)
+		if err != nil || (h != "localhost" && (ip == nil || !ip.IsLoopback())) {
+			l.fail("PPROF_ADDR", "%q must be a loopback host:port", c.PprofAddr)
 		}
 	}
 	if abs, err := filepath.Abs(c.DataDir); err != nil {

@@ -1,0 +1,525 @@
+// Command mfabench measures the sign-in path end to end, on loopback, with
+// the real server binary, a private PostgreSQL cluster and real ES256
+// signatures from the reference authenticator:
+//
+//	(a) challenge create latency, p50 and p99
+//	(b) approve-to-long-poll-wake latency, p50 and p99
+//	(c) full cycles per second: create, device fetch, signed approve, and
+//	    the relying party's long-poll seeing the result
+//	(d) the server process's own CPU time per full cycle (from /proc) and
+//	    PostgreSQL transactions per full cycle (from pg_stat_database)
+//	(e) in the same run, pgbench's one-row INSERT rate on the same cluster,
+//	    the ceiling of commits per second
+//
+// It prints a table and writes JSON under bench/results/. `make bench` runs
+// it; -runs N repeats the whole measurement and reports medians.
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pushmfa/pushmfa/internal/authenticator"
+	"github.com/pushmfa/pushmfa/internal/client"
+	"github.com/pushmfa/pushmfa/internal/localpg"
+	"github.com/pushmfa/pushmfa/internal/wire"
+)
+
+type options struct {
+	server      string
+	runs        int
+	creates     int
+	wakes       int
+	duration    time.Duration
+	concurrency int
+	users       int
+	out         string
+	profile     string
+}
+
+func main() {
+	var o options
+	flag.StringVar(&o.server, "server", "bin/server", "server binary")
+	flag.IntVar(&o.runs, "runs", 1, "repeat the whole measurement and report medians")
+	flag.IntVar(&o.creates, "creates", 1000, "challenges created for the create latency")
+	flag.IntVar(&o.wakes, "wakes", 300, "approvals timed for the approve-to-wake latency")
+	flag.DurationVar(&o.duration, "duration", 15*time.Second, "length of the full-cycle run")
+	flag.IntVar(&o.concurrency, "concurrency", 16, "concurrent full cycles")
+	flag.IntVar(&o.users, "users", 64, "users (each with one enrolled device)")
+	flag.StringVar(&o.out, "out", "bench/results", "directory for the JSON results")
+	flag.StringVar(&o.profile, "profile", "", "write a CPU profile of the server during the full cycles to this file")
+	flag.Parse()
+	if err := run(o); err != nil {
+		fmt.Fprintln(os.Stderr, "mfabench:", err)
+		os.Exit(1)
+	}
+}
+
+// Result is one run's figures.
+type Result struct {
+	CreateP50ms       float64 `json:"create_p50_ms"`
+	CreateP99ms       float64 `json:"create_p99_ms"`
+	WakeP50ms         float64 `json:"approve_to_wake_p50_ms"`
+	WakeP99ms         float64 `json:"approve_to_wake_p99_ms"`
+	CyclesPerSecond   float64 `json:"cycles_per_second"`
+	ServerCPUPerCycle float64 `json:"server_cpu_ms_per_cycle"`
+	PGTxPerCycle      float64 `json:"pg_transactions_per_cycle"`
+	Cycles            int64   `json:"cycles"`
+	PgbenchInsertTPS  float64 `json:"pgbench_insert_tps"`
+}
+
+func run(o options) error {
+	var results []Result
+	for i := range o.runs {
+		fmt.Fprintf(os.Stderr, "run %d of %d\n", i+1, o.runs)
+		r, err := once(o)
+		if err != nil {
+			return err
+		}
+		results = append(results, r)
+	}
+	med := medians(results)
+	report(os.Stdout, o, results, med)
+	if err := os.MkdirAll(o.out, 0o755); err != nil {
+		return err
+	}
+	name := filepath.Join(o.out, "signin-"+time.Now().UTC().Format("20060102T150405Z")+".json")
+	b, _ := json.MarshalIndent(map[string]any{"runs": results, "median": med, "concurrency": o.concurrency,
+		"duration_s": o.duration.Seconds(), "users": o.users, "cores": cores()}, "", "  ")
+	if err := os.WriteFile(name, append(b, '\n'), 0o644); err != nil {
+		return err
+	}
+	fmt.Printf("\nwritten to %s\n", name)
+	return nil
+}
+
+func once(o options) (Result, error) {
+	var res Result
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+
+	// A private cluster with the server's own durable settings.
+	dir, err := os.MkdirTemp("", "mfabench")
+	if err != nil {
+		return res, err
+	}
+	defer os.RemoveAll(dir)
+	_ = os.Chmod(dir, 0o755)
+	password := randomB64(24)
+	cluster, err := localpg.New(localpg.Options{Dir: filepath.Join(dir, "pg"), Password: password,
+		Settings: map[string]string{"max_connections": "200"}, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		return res, err
+	}
+	if _, err := cluster.Init(ctx); err != nil {
+		return res, err
+	}
+	if err := cluster.Start(ctx); err != nil {
+		return res, err
+	}
+	defer cluster.Stop(context.Background()) //nolint:errcheck
+	admin, err := pgx.Connect(ctx, cluster.URL("postgres"))
+	if err != nil {
+		return res, err
+	}
+	defer admin.Close(context.Background())
+	if _, err := admin.Exec(ctx, `CREATE DATABASE pushmfa`); err != nil {
+		return res, err
+	}
+
+	// The server, as a child process, so its CPU time is its own.
+	bootstrap := "bootstrap-" + randomB64(32)
+	srv := exec.Command(o.server)
+	srv.Env = append(os.Environ(), "DATABASE_URL="+cluster.URL("pushmfa"), "MASTER_KEY="+randomB64(32),
+		"LISTEN_ADDR=127.0.0.1:0", "BOOTSTRAP_ADMIN_TOKEN="+bootstrap, "LOG_LEVEL=info")
+	if o.profile != "" {
+		srv.Env = append(srv.Env, "PPROF_ADDR=127.0.0.1:6061")
+	}
+	stderr, err := srv.StderrPipe()
+	if err != nil {
+		return res, err
+	}
+	if err := srv.Start(); err != nil {
+		return res, err
+	}
+	defer func() { _ = srv.Process.Kill(); _ = srv.Wait() }()
+	addr, err := serving(stderr)
+	if err != nil {
+		return res, err
+	}
+	base := "http://" + addr
+	transport := &http.Transport{MaxIdleConnsPerHost: 4 * o.concurrency, MaxIdleConns: 8 * o.concurrency}
+	httpc := &http.Client{Transport: transport, Timeout: 90 * time.Second}
+
+	// A tenant set up for load: no guard limits in the way.
+	adm := client.New(base, bootstrap)
+	adm.HTTP = httpc
+	app, err := adm.CreateApplication(ctx, client.NewApplication{Name: "bench"})
+	if err != nil {
+		return res, err
+	}
+	patch := map[string]json.RawMessage{"challenges_per_window": raw(1000000), "challenge_window_seconds": raw(1),
+		"max_pending_challenges": raw(1000), "challenge_ttl_seconds": raw(120)}
+	if _, err := adm.PatchPolicy(ctx, "default", patch); err != nil {
+		return res, err
+	}
+	rp := client.New(base, app.Secret)
+	rp.HTTP = httpc
+	devs := make([]*authenticator.Device, o.users)
+	for i := range devs {
+		var en wire.Enrollment
+		if err := adm.Do(ctx, "POST", fmt.Sprintf("/v1/admin/users/u%03d/enrollments", i), nil, &en); err != nil {
+			return res, err
+		}
+		if devs[i], err = authenticator.Enroll(ctx, en.URI, authenticator.EnrollOptions{Name: "bench", Platform: "bench", HTTP: httpc}); err != nil {
+			return res, err
+		}
+	}
+
+	// (a) create latency, one at a time.
+	var creates []time.Duration
+	var toAnswer []struct {
+		d *authenticator.Device
+		c wire.Challenge
+	}
+	for i := range o.creates {
+		d := devs[i%len(devs)]
+		start := time.Now()
+		c, err := create(ctx, rp, fmt.Sprintf("u%03d", i%len(devs)))
+		if err != nil {
+			return res, err
+		}
+		creates = append(creates, time.Since(start))
+		toAnswer = append(toAnswer, struct {
+			d *authenticator.Device
+			c wire.Challenge
+		}{d, c})
+	}
+	res.CreateP50ms, res.CreateP99ms = pct(creates, 50), pct(creates, 99)
+	// Clear them so phase (b) starts clean.
+	for _, x := range toAnswer {
+		_ = rp.Do(ctx, "POST", "/v1/challenges/"+x.c.ID+"/cancel", nil, nil)
+	}
+
+	// (b) approve-to-wake: a long-poll waits; the device fetches and signs;
+	// the clock starts when the approval is sent and stops when the
+	// long-poll returns.
+	var wakes []time.Duration
+	for i := range o.wakes {
+		d, user := devs[i%len(devs)], fmt.Sprintf("u%03d", i%len(devs))
+		c, err := create(ctx, rp, user)
+		if err != nil {
+			return res, err
+		}
+		woke := make(chan time.Time, 1)
+		go func() {
+			var got wire.Challenge
+			_ = rp.Do(ctx, "GET", "/v1/challenges/"+c.ID+"?wait=30s", nil, &got)
+			woke <- time.Now()
+		}()
+		view, err := d.Challenge(ctx, c.ID)
+		if err != nil {
+			return res, err
+		}
+		tok, err := authenticator.ResponseToken(d.Key, d.DeviceID, view, authenticator.Answer{Decision: "approve", Number: num(c), UV: true}, time.Now())
+		if err != nil {
+			return res, err
+		}
+		time.Sleep(2 * time.Millisecond) // let the long-poll reach its wait
+		sent := time.Now()
+		if err := d.Send(ctx, "POST", "/v1/device/challenges/"+c.ID+"/response", "application/jose", tok, nil); err != nil {
+			return res, err
+		}
+		wakes = append(wakes, (<-woke).Sub(sent))
+	}
+	res.WakeP50ms, res.WakeP99ms = pct(wakes, 50), pct(wakes, 99)
+
+	// (c, d) full cycles at concurrency, with the server's CPU and the
+	// database's transactions counted around them.
+	time.Sleep(1500 * time.Millisecond) // let statistics of the earlier phases settle
+	cpu0, err := cpuTime(srv.Process.Pid)
+	if err != nil {
+		return res, err
+	}
+	tx0, err := xacts(ctx, admin)
+	if err != nil {
+		return res, err
+	}
+	profiled := make(chan error, 1)
+	if o.profile != "" {
+		go func() { profiled <- saveProfile(o.profile, o.duration) }()
+	}
+	var cycles atomic.Int64
+	var cycleErr atomic.Value
+	deadline := time.Now().Add(o.duration)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for w := range o.concurrency {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; time.Now().Before(deadline); i += o.concurrency {
+				if err := cycle(ctx, rp, devs[i%len(devs)], fmt.Sprintf("u%03d", i%len(devs))); err != nil {
+					cycleErr.Store(err)
+					return
+				}
+				cycles.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	if err, ok := cycleErr.Load().(error); ok {
+		return res, fmt.Errorf("cycle: %w", err)
+	}
+	if o.profile != "" {
+		if err := <-profiled; err != nil {
+			return res, err
+		}
+	}
+	cpu1, err := cpuTime(srv.Process.Pid)
+	if err != nil {
+		return res, err
+	}
+	time.Sleep(1500 * time.Millisecond) // PostgreSQL flushes backend statistics about once a second
+	tx1, err := xacts(ctx, admin)
+	if err != nil {
+		return res, err
+	}
+	res.Cycles = cycles.Load()
+	res.CyclesPerSecond = float64(res.Cycles) / elapsed.Seconds()
+	res.ServerCPUPerCycle = (cpu1 - cpu0).Seconds() * 1000 / float64(res.Cycles)
+	res.PGTxPerCycle = float64(tx1-tx0) / float64(res.Cycles)
+
+	// (e) the commit ceiling on this cluster, in the same run.
+	_ = srv.Process.Signal(os.Interrupt)
+	_ = srv.Wait()
+	if res.PgbenchInsertTPS, err = pgbench(ctx, cluster, password, dir); err != nil {
+		return res, err
+	}
+	return res, nil
+}
+
+func raw(n int) json.RawMessage { return json.RawMessage(strconv.Itoa(n)) }
+
+func create(ctx context.Context, rp *client.Client, user string) (wire.Challenge, error) {
+	var c wire.Challenge
+	err := rp.Do(ctx, "POST", "/v1/challenges", wire.CreateChallenge{User: user, Message: "bench",
+		Context: &wire.RequestContext{IP: "203.0.113.1", Browser: "mfabench"}}, &c)
+	return c, err
+}
+
+func num(c wire.Challenge) int {
+	if c.Number == nil {
+		return 0
+	}
+	return *c.Number
+}
+
+// cycle is one full sign-in: create, long-poll, device fetch, signed
+// approve, and the long-poll's answer.
+func cycle(ctx context.Context, rp *client.Client, d *authenticator.Device, user string) error {
+	c, err := create(ctx, rp, user)
+	if err != nil {
+		return err
+	}
+	polled := make(chan error, 1)
+	go func() {
+		var got wire.Challenge
+		err := rp.Do(ctx, "GET", "/v1/challenges/"+c.ID+"?wait=30s", nil, &got)
+		if err == nil && got.State != "approved" {
+			err = fmt.Errorf("long-poll saw %s", got.State)
+		}
+		polled <- err
+	}()
+	if _, err := d.Respond(ctx, c.ID, authenticator.Answer{Decision: "approve", Number: num(c), UV: true}); err != nil {
+		return err
+	}
+	return <-polled
+}
+
+// serving reads the server's log until it says where it listens, then
+// drains the rest.
+func serving(r io.Reader) (string, error) {
+	buf := make([]byte, 0, 64<<10)
+	chunk := make([]byte, 4096)
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		n, err := r.Read(chunk)
+		buf = append(buf, chunk[:n]...)
+		for _, line := range bytes.Split(buf, []byte("\n")) {
+			var l struct{ Msg, Addr string }
+			if json.Unmarshal(line, &l) == nil && l.Msg == "serving" {
+				go func() { _, _ = io.Copy(io.Discard, r) }()
+				return l.Addr, nil
+			}
+		}
+		if err != nil {
+			return "", fmt.Errorf("server exited before serving: %s", buf)
+		}
+	}
+	return "", errors.New("server not serving after 60 s")
+}
+
+// cpuTime is a process's user+system CPU time, from /proc/<pid>/stat.
+func cpuTime(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	fields := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+2:]))
+	utime, _ := strconv.ParseInt(fields[11], 10, 64)
+	stime, _ := strconv.ParseInt(fields[12], 10, 64)
+	const ticks = 100 // USER_HZ on Linux
+	return time.Duration(utime+stime) * time.Second / ticks, nil
+}
+
+// xacts counts the transactions PostgreSQL has committed or rolled back in
+// the server's database.
+func xacts(ctx context.Context, conn *pgx.Conn) (int64, error) {
+	var n int64
+	_, _ = conn.Exec(ctx, `SELECT pg_stat_clear_snapshot()`)
+	err := conn.QueryRow(ctx, `SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = 'pushmfa'`).Scan(&n)
+	return n, err
+}
+
+// pgbench runs a one-row INSERT transaction on the same cluster and
+// returns its rate.
+func pgbench(ctx context.Context, cluster *localpg.Cluster, password, dir string) (float64, error) {
+	admin, err := pgx.Connect(ctx, cluster.URL("postgres"))
+	if err != nil {
+		return 0, err
+	}
+	defer admin.Close(context.Background())
+	if _, err := admin.Exec(ctx, `CREATE TABLE IF NOT EXISTS bench_insert (id bigserial PRIMARY KEY, v int, at timestamptz DEFAULT now())`); err != nil {
+		return 0, err
+	}
+	script := filepath.Join(dir, "insert.sql")
+	if err := os.WriteFile(script, []byte("INSERT INTO bench_insert (v) VALUES (1);\n"), 0o644); err != nil {
+		return 0, err
+	}
+	cmd := exec.CommandContext(ctx, "pgbench", "-n", "-c", "8", "-j", "2", "-T", "10", "-f", script,
+		"-h", "127.0.0.1", "-p", strconv.Itoa(cluster.Port()), "-U", "postgres", "postgres")
+	cmd.Env = append(os.Environ(), "PGPASSWORD="+password)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return 0, fmt.Errorf("pgbench: %v\n%s", err, out)
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.HasPrefix(line, "tps = ") {
+			f := strings.Fields(line)
+			return strconv.ParseFloat(f[2], 64)
+		}
+	}
+	return 0, fmt.Errorf("pgbench printed no tps:\n%s", out)
+}
+
+func pct(ds []time.Duration, p int) float64 {
+	s := append([]time.Duration(nil), ds...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	i := (len(s)*p + 99) / 100
+	if i > 0 {
+		i--
+	}
+	return float64(s[i].Microseconds()) / 1000
+}
+
+func medians(rs []Result) Result {
+	pick := func(f func(Result) float64) float64 {
+		vs := make([]float64, len(rs))
+		for i, r := range rs {
+			vs[i] = f(r)
+		}
+		sort.Float64s(vs)
+		return vs[len(vs)/2]
+	}
+	return Result{
+		CreateP50ms:       pick(func(r Result) float64 { return r.CreateP50ms }),
+		CreateP99ms:       pick(func(r Result) float64 { return r.CreateP99ms }),
+		WakeP50ms:         pick(func(r Result) float64 { return r.WakeP50ms }),
+		WakeP99ms:         pick(func(r Result) float64 { return r.WakeP99ms }),
+		CyclesPerSecond:   pick(func(r Result) float64 { return r.CyclesPerSecond }),
+		ServerCPUPerCycle: pick(func(r Result) float64 { return r.ServerCPUPerCycle }),
+		PGTxPerCycle:      pick(func(r Result) float64 { return r.PGTxPerCycle }),
+		Cycles:            int64(pick(func(r Result) float64 { return float64(r.Cycles) })),
+		PgbenchInsertTPS:  pick(func(r Result) float64 { return r.PgbenchInsertTPS }),
+	}
+}
+
+func report(w io.Writer, o options, rs []Result, m Result) {
+	fmt.Fprintf(w, "sign-in benchmark: %d run(s), %d cores, %d concurrent cycles for %s, %d users\n\n", len(rs), cores(), o.concurrency, o.duration, o.users)
+	row := func(name, target string, v func(Result) float64, unit string) {
+		fmt.Fprintf(w, "%-44s %10.3f %-6s", name, v(m), unit)
+		if target != "" {
+			fmt.Fprintf(w, "  (target %s)", target)
+		}
+		if len(rs) > 1 {
+			fmt.Fprint(w, "  runs:")
+			for _, r := range rs {
+				fmt.Fprintf(w, " %.3f", v(r))
+			}
+		}
+		fmt.Fprintln(w)
+	}
+	row("(a) challenge create latency p50", "", func(r Result) float64 { return r.CreateP50ms }, "ms")
+	row("(a) challenge create latency p99", "<= 25 ms", func(r Result) float64 { return r.CreateP99ms }, "ms")
+	row("(b) approve-to-long-poll-wake p50", "<= 5 ms", func(r Result) float64 { return r.WakeP50ms }, "ms")
+	row("(b) approve-to-long-poll-wake p99", "", func(r Result) float64 { return r.WakeP99ms }, "ms")
+	row("(c) full cycles per second", "", func(r Result) float64 { return r.CyclesPerSecond }, "/s")
+	row("(d) server CPU per full cycle", "<= 1 ms", func(r Result) float64 { return r.ServerCPUPerCycle }, "ms")
+	row("(d) PostgreSQL transactions per full cycle", "<= 3", func(r Result) float64 { return r.PGTxPerCycle }, "")
+	row("(e) pgbench one-row INSERT, same cluster", "", func(r Result) float64 { return r.PgbenchInsertTPS }, "tx/s")
+	fmt.Fprintf(w, "%-44s %10.3f %-6s  (cycles/s x transactions per cycle, against (e))\n", "    commit rate the cycles used",
+		m.CyclesPerSecond*m.PGTxPerCycle, "tx/s")
+}
+
+func randomB64(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return base64.StdEncoding.EncodeToString(b)
+}
+
+func cores() int {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return 0
+	}
+	return strings.Count(string(b), "processor\t:")
+}
+
+// saveProfile fetches a CPU profile of the server over most of the run.
+func saveProfile(path string, d time.Duration) error {
+	secs := max(int(d.Seconds())-2, 1)
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:6061/debug/pprof/profile?seconds=%d", secs))
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	_, err = io.Copy(f, resp.Body)
+	return err
+}
