@@ -245,6 +245,7 @@ func (h *handlers) patchApplication(w http.ResponseWriter, r *http.Request) {
 	}
 	app, secret, err := h.db.UpdateApplication(r.Context(), principal(r).Actor(), scope(principal(r)), id,
 		account.ApplicationPatch{Name: in.Name, NumberMatching: in.NumberMatching, WebhookURL: in.WebhookURL})
+	h.auth.apps.Invalidate(id) // other instances hear it by NOTIFY
 	if err != nil {
 		writeError(w, r, err)
 		return
@@ -262,7 +263,9 @@ func (h *handlers) deleteApplication(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, err)
 		return
 	}
-	if err := h.db.DeleteApplication(r.Context(), principal(r).Actor(), scope(principal(r)), id); err != nil {
+	err = h.db.DeleteApplication(r.Context(), principal(r).Actor(), scope(principal(r)), id)
+	h.auth.apps.Invalidate(id) // other instances hear it by NOTIFY
+	if err != nil {
 		writeError(w, r, err)
 		return
 	}
@@ -280,6 +283,7 @@ func (h *handlers) rotateApplicationSecret(w http.ResponseWriter, r *http.Reques
 		return
 	}
 	app, secret, err := h.db.RotateApplicationSecret(r.Context(), principal(r).Actor(), scope(principal(r)), id)
+	h.auth.apps.Invalidate(id) // other instances hear it by NOTIFY
 	if err != nil {
 		writeError(w, r, err)
 		return

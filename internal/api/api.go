@@ -49,6 +49,8 @@ type Config struct {
 	Now func() time.Time
 	// Hub wakes long-polls (fed by the process's LISTEN connection).
 	Hub *notify.Hub
+	// Apps caches application principals (kept right by the same LISTEN).
+	Apps *notify.Apps
 }
 
 type handlers struct {
@@ -73,7 +75,11 @@ func New(cfg Config) (http.Handler, error) {
 		now = time.Now
 	}
 	clientIP := clientAddr(cfg.TrustedProxies)
-	auth := newAuthenticator(cfg.DB, cfg.BootstrapAdminToken, cfg.AuthFailureLimit, cfg.Metrics, clientIP)
+	apps := cfg.Apps
+	if apps == nil {
+		apps = notify.NewApps(time.Minute) // never connected: never used
+	}
+	auth := newAuthenticator(cfg.DB, cfg.BootstrapAdminToken, cfg.AuthFailureLimit, cfg.Metrics, clientIP, apps)
 	dev := newDeviceAuth(cfg.DB, auth, now)
 	hub := cfg.Hub
 	if hub == nil {

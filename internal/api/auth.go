@@ -14,6 +14,7 @@ import (
 	"github.com/pushmfa/pushmfa/internal/credential"
 	"github.com/pushmfa/pushmfa/internal/errs"
 	"github.com/pushmfa/pushmfa/internal/metrics"
+	"github.com/pushmfa/pushmfa/internal/notify"
 	"github.com/pushmfa/pushmfa/internal/postgres"
 )
 
@@ -31,11 +32,14 @@ type authenticator struct {
 	failures  *httprate.RateLimiter
 	metrics   *metrics.Metrics
 	clientIP  func(*http.Request) string
+	// apps caches application principals (kept right by NOTIFY).
+	apps *notify.Apps
 }
 
 func newAuthenticator(db *postgres.DB, bootstrapToken string, failureLimit int, m *metrics.Metrics,
-	clientIP func(*http.Request) string) *authenticator {
+	clientIP func(*http.Request) string, apps *notify.Apps) *authenticator {
 	a := &authenticator{
+		apps:     apps,
 		db:       db,
 		metrics:  m,
 		clientIP: clientIP,
@@ -118,7 +122,16 @@ func (a *authenticator) authenticate(ctx context.Context, header string) (accoun
 	case credential.AdminToken:
 		return a.db.AuthenticateAdminToken(ctx, secret.Digest())
 	case credential.AppSecret:
-		return a.db.AuthenticateApplication(ctx, secret.Digest())
+		digest := secret.Digest()
+		if p, ok := a.apps.Get(digest, time.Now()); ok {
+			return p, nil
+		}
+		gen := a.apps.Generation()
+		p, err := a.db.AuthenticateApplication(ctx, digest)
+		if err == nil {
+			a.apps.Put(digest, p, gen, time.Now())
+		}
+		return p, err
 	}
 	return account.Principal{}, errs.ErrUnauthorized
 }

@@ -306,6 +306,9 @@ func (db *DB) RotateApplicationSecret(ctx context.Context, by audit.Actor, tenan
 			WHERE id = $1 RETURNING secret_rotated_at`, id, secret.Digest()).Scan(&app.SecretRotatedAt); err != nil {
 			return err
 		}
+		if err := notifyCredentials(ctx, tx, id); err != nil {
+			return err
+		}
 		return insertAudit(ctx, tx, app.TenantID, audit.Event{Type: audit.ApplicationSecretRotated, Actor: by,
 			Data: jsonOf(map[string]any{"application_id": id})})
 	})
@@ -371,6 +374,9 @@ func (db *DB) UpdateApplication(ctx context.Context, by audit.Actor, tenantID, i
 		if err != nil || len(changes) == 0 {
 			return err
 		}
+		if err := notifyCredentials(ctx, tx, id); err != nil {
+			return err
+		}
 		changes["application_id"] = id
 		return insertAudit(ctx, tx, cur.TenantID, audit.Event{Type: audit.ApplicationUpdated, Actor: by, Data: jsonOf(changes)})
 	})
@@ -391,6 +397,9 @@ func (db *DB) DeleteApplication(ctx context.Context, by audit.Actor, tenantID, i
 		if _, err := tx.Exec(ctx, `UPDATE applications SET deleted_at = now(), secret_digest = NULL,
 			webhook_secret = NULL, webhook_secret_key_id = NULL, duo_skey = NULL, duo_skey_key_id = NULL
 			WHERE id = $1`, id); err != nil {
+			return err
+		}
+		if err := notifyCredentials(ctx, tx, id); err != nil {
 			return err
 		}
 		return insertAudit(ctx, tx, app.TenantID, audit.Event{Type: audit.ApplicationDeleted, Actor: by,

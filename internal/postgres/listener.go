@@ -13,8 +13,21 @@ import (
 	"github.com/pushmfa/pushmfa/internal/notify"
 )
 
-// ChallengeChannel is the NOTIFY channel of challenge changes.
-const ChallengeChannel = "pushmfa_challenge"
+// NOTIFY channels.
+const (
+	// ChallengeChannel carries challenge changes (a notify.Change).
+	ChallengeChannel = "pushmfa_challenge"
+	// CredentialsChannel carries the id of an application whose secret or
+	// settings changed.
+	CredentialsChannel = "pushmfa_credentials"
+)
+
+// notifyCredentials tells every instance to forget what it cached of an
+// application, when (and only if) the caller's transaction commits.
+func notifyCredentials(ctx context.Context, q querier, appID string) error {
+	_, err := q.Exec(ctx, `SELECT pg_notify($1, $2)`, CredentialsChannel, appID)
+	return err
+}
 
 // notifyChange announces a challenge's change in the caller's transaction;
 // PostgreSQL delivers it to every listener when (and only if) it commits.
@@ -27,16 +40,18 @@ func notifyChange(ctx context.Context, q querier, ch notify.Change) error {
 	return err
 }
 
-// Listener holds one LISTEN connection per process and feeds a hub.
+// Listener holds one LISTEN connection per process and feeds the hub of
+// challenge changes and the cache of application principals.
 type Listener struct {
 	config *pgx.ConnConfig
 	hub    *notify.Hub
+	apps   *notify.Apps
 	logger *slog.Logger
 }
 
 // NewListener listens with the pool's connection settings.
-func (db *DB) NewListener(hub *notify.Hub) *Listener {
-	return &Listener{config: db.pool.Config().ConnConfig.Copy(), hub: hub, logger: db.logger}
+func (db *DB) NewListener(hub *notify.Hub, apps *notify.Apps) *Listener {
+	return &Listener{config: db.pool.Config().ConnConfig.Copy(), hub: hub, apps: apps, logger: db.logger}
 }
 
 // Run listens until ctx ends, reconnecting after failures.
@@ -45,6 +60,7 @@ func (l *Listener) Run(ctx context.Context) {
 	for ctx.Err() == nil {
 		err := l.listen(ctx)
 		l.hub.Disconnected()
+		l.apps.Disconnected()
 		if ctx.Err() != nil {
 			return
 		}
@@ -64,12 +80,13 @@ func (l *Listener) listen(ctx context.Context) error {
 		return fmt.Errorf("connect: %w", err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	if _, err := conn.Exec(ctx, "LISTEN "+ChallengeChannel); err != nil {
+	if _, err := conn.Exec(ctx, "LISTEN "+ChallengeChannel+"; LISTEN "+CredentialsChannel); err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
 	// Listening from here on: anything earlier may have been missed, which
-	// Connected tells every waiter.
+	// Connected tells every waiter and cache.
 	l.hub.Connected()
+	l.apps.Connected()
 	for {
 		n, err := conn.WaitForNotification(ctx)
 		if err != nil {
@@ -77,6 +94,10 @@ func (l *Listener) listen(ctx context.Context) error {
 				return nil
 			}
 			return err
+		}
+		if n.Channel == CredentialsChannel {
+			l.apps.Invalidate(n.Payload)
+			continue
 		}
 		var ch notify.Change
 		if err := json.Unmarshal([]byte(n.Payload), &ch); err != nil {

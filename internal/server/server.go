@@ -54,6 +54,7 @@ type Server struct {
 	river     *river.Client[pgx.Tx]
 	metrics   *metrics.Metrics
 	hub       *notify.Hub
+	apps      *notify.Apps
 	versions  postgres.SchemaVersions
 	httpSrv   *http.Server
 	metSrv    *http.Server
@@ -138,9 +139,10 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *Ser
 
 	// One LISTEN connection per process wakes every long-poll.
 	s.hub = notify.NewHub(100_000)
+	s.apps = notify.NewApps(time.Minute)
 	lctx, stopListening := context.WithCancel(context.WithoutCancel(ctx))
 	listening := make(chan struct{})
-	go func() { defer close(listening); s.db.NewListener(s.hub).Run(lctx) }()
+	go func() { defer close(listening); s.db.NewListener(s.hub, s.apps).Run(lctx) }()
 	s.defer_(func(context.Context) error { stopListening(); <-listening; return nil })
 
 	if err := s.serve(); err != nil {
@@ -176,6 +178,7 @@ func (s *Server) serve() error {
 		TrustedProxies:            s.cfg.TrustedProxies,
 		PublicURL:                 publicURL,
 		Hub:                       s.hub,
+		Apps:                      s.apps,
 	})
 	if err != nil {
 		_ = ln.Close()

@@ -320,3 +320,35 @@ func TestReplicasShareOneDatabase(t *testing.T) {
 		t.Fatalf("replica b: %d %s", r.Status, r.Body)
 	}
 }
+
+// TestRotationReachesOtherReplicas: a secret rotated on one replica stops
+// working on another within moments, though that one had it cached.
+func TestRotationReachesOtherReplicas(t *testing.T) {
+	t.Parallel()
+	db := pgtest.New(t)
+	k := key()
+	a := apitest.StartOn(t, db, apitest.WithEnv("MASTER_KEY", k))
+	b := apitest.StartOn(t, db, apitest.WithEnv("MASTER_KEY", k))
+	r := a.JSON(t, "POST", "/v1/admin/applications", a.Bootstrap, map[string]any{"name": "VPN"})
+	var app struct{ ID, Secret string }
+	_ = json.Unmarshal(r.Body, &app)
+	a.JSON(t, "POST", "/v1/admin/users", a.Bootstrap, map[string]any{"user": "alice"})
+	if r := b.JSON(t, "GET", "/v1/users/alice/devices", app.Secret, nil); r.Status != 200 {
+		t.Fatalf("b before rotation: %d", r.Status) // now cached on b
+	}
+	a.JSON(t, "POST", "/v1/admin/applications/"+app.ID+"/rotate-secret", a.Bootstrap, nil)
+	if r := a.JSON(t, "GET", "/v1/users/alice/devices", app.Secret, nil); r.Status != 401 {
+		t.Fatalf("a accepted the rotated secret: %d", r.Status)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		r := b.JSON(t, "GET", "/v1/users/alice/devices", app.Secret, nil)
+		if r.Status == 401 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("b still accepts the rotated secret after 5 s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
