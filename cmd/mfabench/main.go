@@ -55,6 +55,7 @@ type options struct {
 	users       int
 	out         string
 	profile     string
+	statements  bool
 }
 
 func main() {
@@ -68,6 +69,7 @@ func main() {
 	flag.IntVar(&o.users, "users", 64, "users (each with one enrolled device)")
 	flag.StringVar(&o.out, "out", "bench/results", "directory for the JSON results")
 	flag.StringVar(&o.profile, "profile", "", "write a CPU profile of the server during the full cycles to this file")
+	flag.BoolVar(&o.statements, "statements", false, "print the statements run per full cycle (pg_stat_statements)")
 	flag.Parse()
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "mfabench:", err)
@@ -126,8 +128,12 @@ func once(o options) (Result, error) {
 	defer os.RemoveAll(dir)
 	_ = os.Chmod(dir, 0o755)
 	password := randomB64(24)
+	settings := map[string]string{"max_connections": "200"}
+	if o.statements {
+		settings["shared_preload_libraries"] = "pg_stat_statements"
+	}
 	cluster, err := localpg.New(localpg.Options{Dir: filepath.Join(dir, "pg"), Password: password,
-		Settings: map[string]string{"max_connections": "200"}, Logger: slog.New(slog.DiscardHandler)})
+		Settings: settings, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		return res, err
 	}
@@ -145,6 +151,17 @@ func once(o options) (Result, error) {
 	defer admin.Close(context.Background())
 	if _, err := admin.Exec(ctx, `CREATE DATABASE pushmfa`); err != nil {
 		return res, err
+	}
+	var stmts *pgx.Conn
+	if o.statements {
+		u := cluster.URL("pushmfa")
+		if stmts, err = pgx.Connect(ctx, u); err != nil {
+			return res, err
+		}
+		defer stmts.Close(context.Background())
+		if _, err := stmts.Exec(ctx, `CREATE EXTENSION IF NOT EXISTS pg_stat_statements`); err != nil {
+			return res, err
+		}
 	}
 
 	// The server, as a child process, so its CPU time is its own.
@@ -256,7 +273,10 @@ func once(o options) (Result, error) {
 
 	// (c, d) full cycles at concurrency, with the server's CPU and the
 	// database's transactions counted around them.
-	time.Sleep(1500 * time.Millisecond) // let statistics of the earlier phases settle
+	// PostgreSQL 15 backends flush their statistics at most once a second
+	// while busy and 10 s after going idle: wait that out on both sides of
+	// the window, or counts of other phases leak into it.
+	time.Sleep(statsSettle)
 	cpu0, err := cpuTime(srv.Process.Pid)
 	if err != nil {
 		return res, err
@@ -264,6 +284,9 @@ func once(o options) (Result, error) {
 	tx0, err := xacts(ctx, admin)
 	if err != nil {
 		return res, err
+	}
+	if stmts != nil {
+		_, _ = stmts.Exec(ctx, `SELECT pg_stat_statements_reset()`)
 	}
 	profiled := make(chan error, 1)
 	if o.profile != "" {
@@ -301,12 +324,26 @@ func once(o options) (Result, error) {
 	if err != nil {
 		return res, err
 	}
-	time.Sleep(1500 * time.Millisecond) // PostgreSQL flushes backend statistics about once a second
+	time.Sleep(statsSettle)
 	tx1, err := xacts(ctx, admin)
 	if err != nil {
 		return res, err
 	}
 	res.Cycles = cycles.Load()
+	if stmts != nil {
+		fmt.Fprintf(os.Stderr, "transactions in the window: %d\n", tx1-tx0)
+		printStatements(ctx, stmts, res.Cycles)
+		var c, r int64
+		_ = admin.QueryRow(ctx, `SELECT xact_commit, xact_rollback FROM pg_stat_database WHERE datname = 'pushmfa'`).Scan(&c, &r)
+		fmt.Fprintf(os.Stderr, "database totals: %d commits, %d rollbacks\n", c, r)
+		// What an idle server runs.
+		_, _ = stmts.Exec(ctx, `SELECT pg_stat_statements_reset()`)
+		i0, _ := xacts(ctx, admin)
+		time.Sleep(20 * time.Second)
+		i1, _ := xacts(ctx, admin)
+		fmt.Fprintf(os.Stderr, "\nidle for 20 s: %d transactions\n", i1-i0)
+		printStatements(ctx, stmts, 20)
+	}
 	res.CyclesPerSecond = float64(res.Cycles) / elapsed.Seconds()
 	res.ServerCPUPerCycle = (cpu1 - cpu0).Seconds() * 1000 / float64(res.Cycles)
 	res.PGTxPerCycle = float64(tx1-tx0) / float64(res.Cycles)
@@ -319,6 +356,9 @@ func once(o options) (Result, error) {
 	}
 	return res, nil
 }
+
+// statsSettle outlasts PostgreSQL's idle statistics flush interval (10 s).
+const statsSettle = 11 * time.Second
 
 func raw(n int) json.RawMessage { return json.RawMessage(strconv.Itoa(n)) }
 
@@ -522,4 +562,22 @@ func saveProfile(path string, d time.Duration) error {
 	defer f.Close()
 	_, err = io.Copy(f, resp.Body)
 	return err
+}
+
+// printStatements lists what the database ran per full cycle.
+func printStatements(ctx context.Context, conn *pgx.Conn, cycles int64) {
+	rows, err := conn.Query(ctx, `SELECT calls, left(regexp_replace(query, '\s+', ' ', 'g'), 110) FROM pg_stat_statements
+		WHERE dbid = (SELECT oid FROM pg_database WHERE datname = 'pushmfa') ORDER BY calls DESC LIMIT 40`)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "statements:", err)
+		return
+	}
+	defer rows.Close()
+	fmt.Fprintf(os.Stderr, "\nstatements per full cycle (%d cycles):\n", cycles)
+	for rows.Next() {
+		var calls int64
+		var q string
+		_ = rows.Scan(&calls, &q)
+		fmt.Fprintf(os.Stderr, "%8.3f  %s\n", float64(calls)/float64(cycles), q)
+	}
 }

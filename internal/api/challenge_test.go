@@ -142,24 +142,70 @@ func TestLongPollAcrossInstances(t *testing.T) {
 	k := apitest.WithEnv("MASTER_KEY", "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=")
 	a := apitest.StartOn(t, db, k)
 	b := apitest.StartOn(t, db, k)
-	secret, d := signedIn(t, a, "bob")
-	c := newChallenge(t, a, secret, "bob")
+	secret, onA := signedIn(t, a, "bob")
+	onB := *onA
+	onB.Server = b.URL
+	ctx := context.Background()
 
-	// b never saw this challenge created: it reads it, then waits on its
-	// own LISTEN connection for the answer that arrives on a.
-	polled := make(chan wire.Challenge, 1)
-	go func() { polled <- getChallenge(t, b, secret, c.ID, "?wait=30s") }()
-	time.Sleep(100 * time.Millisecond)
-	if _, err := d.Respond(context.Background(), c.ID, authenticator.Answer{Decision: "deny", UV: true}); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case got := <-polled:
-		if got.State != "denied" || got.Resolution != "deny" {
-			t.Fatalf("b returned %+v", got)
+	// Every routing of create, long-poll and answer: an instance wakes its
+	// own waiters itself and NOTIFYs only when another may wait, so each
+	// path must still wake every waiter.
+	approve := func(d *authenticator.Device) func(wire.Challenge) error {
+		return func(c wire.Challenge) error {
+			_, err := d.Respond(ctx, c.ID, authenticator.Answer{Decision: "approve", Number: number(c), UV: true})
+			return err
 		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("the long-poll on the other instance did not wake")
+	}
+	cancelOn := func(e *apitest.Env) func(wire.Challenge) error {
+		return func(c wire.Challenge) error {
+			r := e.JSON(t, "POST", "/v1/challenges/"+c.ID+"/cancel", secret, nil)
+			if r.Status != http.StatusOK {
+				return fmt.Errorf("cancel: %d %s", r.Status, r.Body)
+			}
+			return nil
+		}
+	}
+	for _, tc := range []struct {
+		name     string
+		create   *apitest.Env
+		pollers  []*apitest.Env
+		resolve  func(wire.Challenge) error
+		resolved string
+	}{
+		{"created on a, polled on b, answered on a", a, []*apitest.Env{b}, approve(onA), "approved"},
+		{"created on a, polled on a, answered on b", a, []*apitest.Env{a}, approve(&onB), "approved"},
+		{"created on a, polled on both, answered on a", a, []*apitest.Env{a, b}, approve(onA), "approved"},
+		{"created on b, polled on a, answered on b", b, []*apitest.Env{a}, approve(&onB), "approved"},
+		{"created on a, polled on a, cancelled on b", a, []*apitest.Env{a}, cancelOn(b), "cancelled"},
+		{"created on a, polled on b, cancelled on a", a, []*apitest.Env{b}, cancelOn(a), "cancelled"},
+		{"created on a, polled on a, answered on a", a, []*apitest.Env{a}, approve(onA), "approved"},
+		{"created on a, polled on a, cancelled on a", a, []*apitest.Env{a}, cancelOn(a), "cancelled"},
+	} {
+		c := newChallenge(t, tc.create, secret, "bob")
+		polled := make(chan wire.Challenge, len(tc.pollers))
+		for _, e := range tc.pollers {
+			go func() { polled <- getChallenge(t, e, secret, c.ID, "?wait=30s") }()
+		}
+		waitFor(t, func() bool {
+			n := 0
+			for _, e := range tc.pollers {
+				n += e.Server.Hub().Waiting()
+			}
+			return n == len(tc.pollers)
+		})
+		if err := tc.resolve(c); err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		for range tc.pollers {
+			select {
+			case got := <-polled:
+				if got.State != tc.resolved {
+					t.Fatalf("%s: poll returned %+v", tc.name, got)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatalf("%s: a long-poll did not wake", tc.name)
+			}
+		}
 	}
 
 	// A wait that runs out returns the current state.
@@ -788,5 +834,18 @@ func expireNow(t *testing.T, e *apitest.Env, id string) {
 	}
 	if err := tx.Commit(ctx); err != nil {
 		t.Fatal(err)
+	}
+	// The creating instance trusts the expiry it knows, which never changes
+	// outside tests.
+	e.Server.Hub().Forget(id)
+}
+
+// waitFor polls cond until it holds, failing the test after 10 s.
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not reached in 10 s")
+		}
 	}
 }

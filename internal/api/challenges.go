@@ -157,7 +157,12 @@ func (h *handlers) awaitChallenge(w http.ResponseWriter, r *http.Request, p acco
 		if c, ok := h.hub.Lookup(id); ok && c.TenantID == p.TenantID && c.ApplicationID == p.ID {
 			return c, nil
 		}
-		return h.db.Challenge(ctx, p.TenantID, p.ID, id)
+		if wait == 0 {
+			return h.db.Challenge(ctx, p.TenantID, p.ID, id)
+		}
+		// Created elsewhere (or before a reconnect): say that a remote
+		// instance waits, so its resolution is NOTIFYed.
+		return h.db.WaitOnChallenge(ctx, p.TenantID, p.ID, id)
 	}
 	for {
 		// Watch before reading, so a change between the two is not lost.
@@ -217,6 +222,7 @@ func (h *handlers) cancelChallenge(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, err)
 		return
 	}
+	h.hub.Publish(postgres.Change(c))
 	writeJSON(w, http.StatusOK, challengeOut(c, h.now()))
 }
 
@@ -319,6 +325,9 @@ func (h *handlers) respond(w http.ResponseWriter, r *http.Request, tx pgx.Tx, d 
 	if err != nil {
 		return 0, nil, err
 	}
+	// Wake this instance's long-polls; others learn by NOTIFY when they may
+	// be waiting.
+	afterCommit(r.Context(), func() { h.hub.Publish(postgres.Change(c)) })
 	return http.StatusOK, wire.ResponseResult{ID: c.ID, State: c.State, Resolution: c.Resolution}, nil
 }
 

@@ -102,12 +102,17 @@ func (a *deviceAuth) device(fn deviceHandler) http.HandlerFunc {
 		}
 		var status int
 		var body any
+		var hooks commitHooks
 		err = a.db.DeviceCall(r.Context(), tok, func(tx pgx.Tx, d devices.Device) error {
 			ctx := context.WithValue(r.Context(), keyLogger, loggerFrom(r.Context()).With("device_id", d.ID))
+			ctx = context.WithValue(ctx, keyCommitHooks, &hooks)
 			var err error
 			status, body, err = fn(w, r.WithContext(ctx), tx, d)
 			return err
 		})
+		if err == nil {
+			hooks.run()
+		}
 		switch {
 		case errors.Is(err, errs.ErrUnauthorized):
 			writeError(w, r, a.failed(r, errDeviceUnauthorized))
@@ -118,6 +123,23 @@ func (a *deviceAuth) device(fn deviceHandler) http.HandlerFunc {
 		default:
 			writeJSON(w, status, body)
 		}
+	}
+}
+
+// commitHooks are what a device handler left to do once its transaction
+// has committed (never if it did not).
+type commitHooks []func()
+
+func (h commitHooks) run() {
+	for _, fn := range h {
+		fn()
+	}
+}
+
+// afterCommit runs fn once the device call's transaction has committed.
+func afterCommit(ctx context.Context, fn func()) {
+	if h, ok := ctx.Value(keyCommitHooks).(*commitHooks); ok {
+		*h = append(*h, fn)
 	}
 }
 

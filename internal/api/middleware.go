@@ -28,6 +28,7 @@ type ctxKey int
 const (
 	keyLogger ctxKey = iota
 	keyPrincipal
+	keyCommitHooks
 )
 
 // loggerFrom returns the request's logger (carrying its request id).

@@ -160,6 +160,15 @@ func (h *Hub) Lookup(id string) (challenge.Challenge, bool) {
 	return e.c, true
 }
 
+// Forget drops what the hub knows of a challenge, so the next lookup reads
+// the database.
+func (h *Hub) Forget(id string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.known.Remove(id)
+	h.recent.Remove(id)
+}
+
 // Waiting is the number of registered waiters (for metrics and tests).
 func (h *Hub) Waiting() int {
 	h.mu.Lock()

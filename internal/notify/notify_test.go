@@ -70,4 +70,10 @@ func TestHub(t *testing.T) {
 	if got, _ := h.Lookup("c3"); got.State != challenge.StateDenied {
 		t.Fatalf("early change lost: %+v", got)
 	}
+
+	// Forget sends the next lookup to the database.
+	h.Forget("c3")
+	if _, ok := h.Lookup("c3"); ok {
+		t.Fatal("forgotten challenge still known")
+	}
 }

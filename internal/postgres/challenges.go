@@ -150,10 +150,10 @@ func (db *DB) CreateChallenge(ctx context.Context, in NewChallenge) (c challenge
 			key, digest = &in.IdempotencyKey, in.RequestDigest
 		}
 		_, err = tx.Exec(ctx, `INSERT INTO challenges (id, tenant_id, application_id, user_id, created_at, expires_at,
-				context, context_digest, nonce, number, idempotency_key, request_digest)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`,
+				context, context_digest, nonce, number, idempotency_key, request_digest, created_by_instance)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
 			c.ID, c.TenantID, c.ApplicationID, c.UserID, c.CreatedAt, c.ExpiresAt, string(ctxJSON), c.ContextDigest,
-			c.Nonce, number, key, digest)
+			c.Nonce, number, key, digest, db.instance)
 		if code, constraint := pgCode(err); code == uniqueViolation && constraint == "challenges_application_id_idempotency_key_key" {
 			// The same key, used at the same instant for another user.
 			return errs.E(challenge.IdempotencyMismatch, "this Idempotency-Key was used with another request")
@@ -262,6 +262,27 @@ func (db *DB) Challenge(ctx context.Context, tenantID, appID, id string) (challe
 	return c, nil
 }
 
+// WaitOnChallenge reads a challenge an instance is about to long-poll
+// although it did not create it: while pending, it marks that a remote
+// instance waits, so that its resolution is NOTIFYed. The caller watches
+// before calling, so every order is safe: the marking UPDATE takes the row
+// lock, so it either returns the row still pending (and any later
+// resolution sees the mark) or finds it resolved or already marked, and
+// then a fresh statement reads the current state.
+func (db *DB) WaitOnChallenge(ctx context.Context, tenantID, appID, id string) (challenge.Challenge, error) {
+	c, err := scanChallenge(db.pool.QueryRow(ctx, `UPDATE challenges c SET remote_waiters = true FROM users u
+		WHERE c.id = $1 AND c.tenant_id::text = $2 AND c.application_id::text = $3 AND u.id = c.user_id
+			AND c.state = 'pending' AND NOT c.remote_waiters
+		RETURNING `+challengeColumns, id, tenantID, appID))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return db.Challenge(ctx, tenantID, appID, id)
+	}
+	if err != nil {
+		return c, fmt.Errorf("read challenge: %w", err)
+	}
+	return c, nil
+}
+
 // DeviceChallenges lists the pending, unexpired challenges of a device's
 // user, newest first.
 func DeviceChallenges(ctx context.Context, q querier, d devices.Device) ([]challenge.Challenge, error) {
@@ -342,10 +363,12 @@ func (db *DB) Respond(ctx context.Context, tx pgx.Tx, d devices.Device, r jose.R
 		state = challenge.StateApproved
 	}
 	fraud := resolution == challenge.ResolutionFraud
+	var w waiters
 	err = tx.QueryRow(ctx, `UPDATE challenges SET state = $2, resolution = $3, fraud = $4, resolved_at = now(),
 			resolved_by_device = $5, user_verified = $6
-		WHERE id = $1 AND state = 'pending' AND expires_at > now() RETURNING resolved_at`,
-		c.ID, state, resolution, fraud, d.ID, *r.Claims.UV).Scan(&c.ResolvedAt)
+		WHERE id = $1 AND state = 'pending' AND expires_at > now()
+		RETURNING resolved_at, coalesce(created_by_instance::text, ''), remote_waiters`,
+		c.ID, state, resolution, fraud, d.ID, *r.Claims.UV).Scan(&c.ResolvedAt, &w.creator, &w.remote)
 	if errors.Is(err, pgx.ErrNoRows) {
 		// Another answer (or the expiry, or a cancel) won.
 		return c, resolvedRefusal(ctx, tx, c.ID)
@@ -358,10 +381,21 @@ func (db *DB) Respond(ctx context.Context, tx pgx.Tx, d devices.Device, r jose.R
 		return c, err
 	}
 	actor := audit.Actor{Type: audit.ActorDevice, ID: d.ID}
-	if err := db.afterResolution(ctx, tx, c, actor, d.ID); err != nil {
+	if err := db.afterResolution(ctx, tx, c, w, actor, d.ID); err != nil {
 		return c, err
 	}
 	return c, nil
+}
+
+// waiters says who may be long-polling a challenge besides this instance.
+type waiters struct {
+	creator string
+	remote  bool
+}
+
+// Change is a resolved challenge's broadcast form.
+func Change(c challenge.Challenge) notify.Change {
+	return notify.Change{ID: c.ID, State: c.State, Resolution: c.Resolution, Fraud: c.Fraud, ResolvedAt: *c.ResolvedAt}
 }
 
 // challengeDest lists the scan targets of challengeColumns (the context is
@@ -449,13 +483,16 @@ func guardAfterAnswer(ctx context.Context, tx pgx.Tx, c challenge.Challenge, p p
 	return nil
 }
 
-// afterResolution does what every resolution owes, in its transaction: the
-// NOTIFY that wakes long-polls on every instance, the webhook, the "it is
-// over" notification to the user's other devices, and the audit event.
-func (db *DB) afterResolution(ctx context.Context, tx pgx.Tx, c challenge.Challenge, by audit.Actor, exceptDevice string) error {
-	if err := notifyChange(ctx, tx, notify.Change{ID: c.ID, State: c.State, Resolution: c.Resolution, Fraud: c.Fraud,
-		ResolvedAt: *c.ResolvedAt}); err != nil {
-		return err
+// afterResolution does what every resolution owes, in its transaction: a
+// NOTIFY when another instance may be long-polling (this instance wakes its
+// own waiters itself, after commit: each NOTIFY costs every listening
+// instance a transaction), the webhook, the "it is over" notification to
+// the user's other devices, and the audit event.
+func (db *DB) afterResolution(ctx context.Context, tx pgx.Tx, c challenge.Challenge, w waiters, by audit.Actor, exceptDevice string) error {
+	if w.remote || w.creator != db.instance {
+		if err := notifyChange(ctx, tx, Change(c)); err != nil {
+			return err
+		}
 	}
 	if err := db.queueWebhook(ctx, tx, c); err != nil {
 		return err
@@ -484,8 +521,10 @@ func (db *DB) Cancel(ctx context.Context, tenantID, appID, id string, by audit.A
 		if err != nil {
 			return err
 		}
+		var w waiters
 		err = tx.QueryRow(ctx, `UPDATE challenges SET state = 'cancelled', resolution = 'cancelled', resolved_at = now()
-			WHERE id = $1 AND state = 'pending' AND expires_at > now() RETURNING resolved_at`, id).Scan(&c.ResolvedAt)
+			WHERE id = $1 AND state = 'pending' AND expires_at > now()
+			RETURNING resolved_at, coalesce(created_by_instance::text, ''), remote_waiters`, id).Scan(&c.ResolvedAt, &w.creator, &w.remote)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return resolvedRefusal(ctx, tx, id)
 		}
@@ -493,7 +532,7 @@ func (db *DB) Cancel(ctx context.Context, tenantID, appID, id string, by audit.A
 			return err
 		}
 		c.State, c.Resolution = challenge.StateCancelled, challenge.ResolutionCancelled
-		return db.afterResolution(ctx, tx, c, by, "")
+		return db.afterResolution(ctx, tx, c, w, by, "")
 	})
 	if err != nil {
 		return c, fmt.Errorf("cancel challenge: %w", err)
@@ -502,7 +541,7 @@ func (db *DB) Cancel(ctx context.Context, tenantID, appID, id string, by audit.A
 }
 
 // ExpireChallenges sweeps pending challenges past their time to expired,
-// announcing each (long-polls wake, webhooks fire).
+// firing their webhooks.
 func (db *DB) ExpireChallenges(ctx context.Context) (int, error) {
 	n := 0
 	err := db.Transact(ctx, func(tx pgx.Tx) error {
@@ -520,10 +559,9 @@ func (db *DB) ExpireChallenges(ctx context.Context) (int, error) {
 		if err != nil {
 			return err
 		}
+		// No NOTIFY: waiters stop at expires_at by themselves and then read
+		// the challenge as expired.
 		for _, c := range expired {
-			if err := notifyChange(ctx, tx, notify.Change{ID: c.ID, State: c.State, Resolution: c.Resolution, ResolvedAt: *c.ResolvedAt}); err != nil {
-				return err
-			}
 			if err := db.queueWebhook(ctx, tx, c); err != nil {
 				return err
 			}

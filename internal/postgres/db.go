@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -42,6 +43,12 @@ func Connect(ctx context.Context, url string, timeout time.Duration, logger *slo
 	if !strings.Contains(url, "pool_max_conns") {
 		cfg.MaxConns = defaultMaxConns
 	}
+	// pgx pings a connection idle for over a second before lending it, and
+	// under fluctuating load that is often: each ping is a round trip and a
+	// (counted) transaction. A dead connection fails its query and is
+	// dropped anyway; ping only after a long idle, when a firewall may have
+	// cut it.
+	cfg.ShouldPing = func(_ context.Context, p pgxpool.ShouldPingParams) bool { return p.IdleDuration > 30*time.Second }
 	// Migrating holds one connection for its lock while it works on another,
 	// and requests, River and long-polls need their own: fewer would hang.
 	if cfg.MaxConns < minConns {
@@ -91,6 +98,9 @@ type DB struct {
 	keys   *seal.Keyring
 	logger *slog.Logger
 	queue  queue.Inserter
+	// instance identifies this server process among the replicas sharing
+	// the database (for targeted wake-ups).
+	instance string
 }
 
 // UseQueue sets where acts enqueue their jobs (pushes, notifications), in
@@ -99,7 +109,7 @@ func (db *DB) UseQueue(q queue.Inserter) { db.queue = q }
 
 // New wraps a pool. keys seals and opens recoverable secrets.
 func New(pool *pgxpool.Pool, keys *seal.Keyring, logger *slog.Logger) *DB {
-	return &DB{pool: pool, keys: keys, logger: logger}
+	return &DB{pool: pool, keys: keys, logger: logger, instance: uuid.NewString()}
 }
 
 // Pool returns the underlying pool (for River and health checks).

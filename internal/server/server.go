@@ -248,6 +248,10 @@ func (s *Server) Addr() string { return s.addr }
 // DB exposes the store (for tests and tools built on the server).
 func (s *Server) DB() *postgres.DB { return s.db }
 
+// Hub returns what wakes this instance's long-polls (tests rewrite
+// challenges behind its back and make it forget them).
+func (s *Server) Hub() *notify.Hub { return s.hub }
+
 // Shutdown stops accepting requests, drains those in flight, stops the job
 // queue, closes the pool and stops the local cluster if this process
 // started it.
