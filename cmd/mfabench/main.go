@@ -271,37 +271,26 @@ func once(o options) (Result, error) {
 	}
 	res.WakeP50ms, res.WakeP99ms = pct(wakes, 50), pct(wakes, 99)
 
-	// (c, d) full cycles at concurrency, with the server's CPU and the
-	// database's transactions counted around them.
-	// PostgreSQL 15 backends flush their statistics at most once a second
-	// while busy and 10 s after going idle: wait that out on both sides of
-	// the window, or counts of other phases leak into it.
-	time.Sleep(statsSettle)
-	cpu0, err := cpuTime(srv.Process.Pid)
-	if err != nil {
-		return res, err
-	}
-	tx0, err := xacts(ctx, admin)
-	if err != nil {
-		return res, err
-	}
-	if stmts != nil {
-		_, _ = stmts.Exec(ctx, `SELECT pg_stat_statements_reset()`)
-	}
-	profiled := make(chan error, 1)
-	if o.profile != "" {
-		go func() { profiled <- saveProfile(o.profile, o.duration) }()
-	}
+	// (c, d) full cycles at concurrency. The server's CPU and the
+	// database's transactions are sampled at two instants while the load
+	// runs steadily (after a warm-up), so no idle time and no other phase
+	// falls inside the window. PostgreSQL backends flush their statistics
+	// about once a second while busy, so both samples lag by the same
+	// fraction of a second on average and the difference is unbiased.
 	var cycles atomic.Int64
 	var cycleErr atomic.Value
-	deadline := time.Now().Add(o.duration)
-	start := time.Now()
+	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	for w := range o.concurrency {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for i := w; time.Now().Before(deadline); i += o.concurrency {
+			for i := w; ; i += o.concurrency {
+				select {
+				case <-stop:
+					return
+				default:
+				}
 				if err := cycle(ctx, rp, devs[i%len(devs)], fmt.Sprintf("u%03d", i%len(devs))); err != nil {
 					cycleErr.Store(err)
 					return
@@ -310,8 +299,45 @@ func once(o options) (Result, error) {
 			}
 		}()
 	}
+	type sample struct {
+		at     time.Time
+		cycles int64
+		cpu    time.Duration
+		tx     int64
+		maint  int64 // autovacuum and autoanalyze runs (with -statements)
+	}
+	take := func() (sample, error) {
+		s := sample{at: time.Now(), cycles: cycles.Load()}
+		var err error
+		if s.cpu, err = cpuTime(srv.Process.Pid); err == nil {
+			s.tx, err = xacts(ctx, admin)
+		}
+		if err == nil && stmts != nil {
+			err = stmts.QueryRow(ctx, `SELECT sum(autovacuum_count + autoanalyze_count) FROM pg_stat_all_tables`).Scan(&s.maint)
+		}
+		return s, err
+	}
+	time.Sleep(warmup)
+	s0, err := take()
+	if err == nil && stmts != nil {
+		_, err = stmts.Exec(ctx, `SELECT pg_stat_statements_reset()`)
+	}
+	profiled := make(chan error, 1)
+	if err == nil && o.profile != "" {
+		go func() { profiled <- saveProfile(o.profile, o.duration) }()
+	}
+	if err == nil {
+		time.Sleep(o.duration)
+	}
+	var s1 sample
+	if err == nil {
+		s1, err = take()
+	}
+	close(stop)
 	wg.Wait()
-	elapsed := time.Since(start)
+	if err != nil {
+		return res, err
+	}
 	if err, ok := cycleErr.Load().(error); ok {
 		return res, fmt.Errorf("cycle: %w", err)
 	}
@@ -320,23 +346,12 @@ func once(o options) (Result, error) {
 			return res, err
 		}
 	}
-	cpu1, err := cpuTime(srv.Process.Pid)
-	if err != nil {
-		return res, err
-	}
-	time.Sleep(statsSettle)
-	tx1, err := xacts(ctx, admin)
-	if err != nil {
-		return res, err
-	}
-	res.Cycles = cycles.Load()
+	res.Cycles = s1.cycles - s0.cycles
 	if stmts != nil {
-		fmt.Fprintf(os.Stderr, "transactions in the window: %d\n", tx1-tx0)
+		fmt.Fprintf(os.Stderr, "transactions in the window: %d (autovacuum and autoanalyze runs: %d)\n", s1.tx-s0.tx, s1.maint-s0.maint)
 		printStatements(ctx, stmts, res.Cycles)
-		var c, r int64
-		_ = admin.QueryRow(ctx, `SELECT xact_commit, xact_rollback FROM pg_stat_database WHERE datname = 'pushmfa'`).Scan(&c, &r)
-		fmt.Fprintf(os.Stderr, "database totals: %d commits, %d rollbacks\n", c, r)
 		// What an idle server runs.
+		time.Sleep(statsSettle)
 		_, _ = stmts.Exec(ctx, `SELECT pg_stat_statements_reset()`)
 		i0, _ := xacts(ctx, admin)
 		time.Sleep(20 * time.Second)
@@ -344,9 +359,9 @@ func once(o options) (Result, error) {
 		fmt.Fprintf(os.Stderr, "\nidle for 20 s: %d transactions\n", i1-i0)
 		printStatements(ctx, stmts, 20)
 	}
-	res.CyclesPerSecond = float64(res.Cycles) / elapsed.Seconds()
-	res.ServerCPUPerCycle = (cpu1 - cpu0).Seconds() * 1000 / float64(res.Cycles)
-	res.PGTxPerCycle = float64(tx1-tx0) / float64(res.Cycles)
+	res.CyclesPerSecond = float64(res.Cycles) / s1.at.Sub(s0.at).Seconds()
+	res.ServerCPUPerCycle = (s1.cpu - s0.cpu).Seconds() * 1000 / float64(res.Cycles)
+	res.PGTxPerCycle = float64(s1.tx-s0.tx) / float64(res.Cycles)
 
 	// (e) the commit ceiling on this cluster, in the same run.
 	_ = srv.Process.Signal(os.Interrupt)
@@ -357,8 +372,13 @@ func once(o options) (Result, error) {
 	return res, nil
 }
 
-// statsSettle outlasts PostgreSQL's idle statistics flush interval (10 s).
-const statsSettle = 11 * time.Second
+const (
+	// warmup lets the load reach a steady state before the first sample.
+	warmup = 2 * time.Second
+	// statsSettle outlasts PostgreSQL's idle statistics flush interval
+	// (10 s), for the idle report of -statements.
+	statsSettle = 11 * time.Second
+)
 
 func raw(n int) json.RawMessage { return json.RawMessage(strconv.Itoa(n)) }
 

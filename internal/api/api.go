@@ -157,9 +157,9 @@ func New(cfg Config) (http.Handler, error) {
 		r.Get("/device", dev.device(h.deviceSelf))
 		r.Put("/device/push-token", dev.device(h.setPushToken))
 		r.Delete("/device", dev.device(h.removeSelf))
-		r.Get("/device/challenges", dev.device(h.deviceChallenges))
-		r.Get("/device/challenges/{id}", dev.device(h.deviceChallenge))
-		r.Post("/device/challenges/{id}/response", dev.device(h.respond))
+		r.Get("/device/challenges", dev.direct(h.deviceChallenges))
+		r.Get("/device/challenges/{id}", dev.direct(h.deviceChallenge))
+		r.Post("/device/challenges/{id}/response", dev.direct(h.respond))
 	})
 	return r, nil
 }

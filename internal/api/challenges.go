@@ -8,11 +8,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 
 	"github.com/pushmfa/pushmfa/internal/account"
 	"github.com/pushmfa/pushmfa/internal/challenge"
-	"github.com/pushmfa/pushmfa/internal/devices"
 	"github.com/pushmfa/pushmfa/internal/errs"
 	"github.com/pushmfa/pushmfa/internal/jose"
 	"github.com/pushmfa/pushmfa/internal/postgres"
@@ -264,8 +262,8 @@ func deviceChallengeOut(c challenge.Challenge, now time.Time, full bool) wire.De
 }
 
 // deviceChallenges is GET /v1/device/challenges: the user's pending ones.
-func (h *handlers) deviceChallenges(_ http.ResponseWriter, r *http.Request, tx pgx.Tx, d devices.Device) (int, any, error) {
-	cs, err := postgres.DeviceChallenges(r.Context(), tx, d)
+func (h *handlers) deviceChallenges(_ http.ResponseWriter, r *http.Request, tok jose.Device) (int, any, error) {
+	_, cs, err := h.db.DeviceChallenges(r.Context(), tok)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -279,12 +277,12 @@ func (h *handlers) deviceChallenges(_ http.ResponseWriter, r *http.Request, tx p
 
 // deviceChallenge is GET /v1/device/challenges/{id}: what the app displays
 // and what its answer must repeat (never the number itself).
-func (h *handlers) deviceChallenge(_ http.ResponseWriter, r *http.Request, tx pgx.Tx, d devices.Device) (int, any, error) {
+func (h *handlers) deviceChallenge(_ http.ResponseWriter, r *http.Request, tok jose.Device) (int, any, error) {
 	id, err := parseID(pathParam(r, "id"), "challenge")
 	if err != nil {
-		return 0, nil, err
+		return 0, nil, h.dev.refuse(r.Context(), tok, err)
 	}
-	c, err := postgres.FetchChallenge(r.Context(), tx, d, id)
+	_, c, err := h.db.FetchChallenge(r.Context(), tok, id)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -292,43 +290,55 @@ func (h *handlers) deviceChallenge(_ http.ResponseWriter, r *http.Request, tx pg
 }
 
 // respond is POST /v1/device/challenges/{id}/response: the body is a
-// response+jwt signed by the same device.
-func (h *handlers) respond(w http.ResponseWriter, r *http.Request, tx pgx.Tx, d devices.Device) (int, any, error) {
-	id, err := parseID(pathParam(r, "id"), "challenge")
+// response+jwt signed by the same device. Its signature is checked before
+// the database is asked anything; a refused body still spends the call's
+// token.
+func (h *handlers) respond(w http.ResponseWriter, r *http.Request, tok jose.Device) (int, any, error) {
+	resp, err := h.verifyResponse(w, r, tok)
+	if err != nil {
+		return 0, nil, h.dev.refuse(r.Context(), tok, err)
+	}
+	c, err := h.db.Respond(r.Context(), tok, resp)
 	if err != nil {
 		return 0, nil, err
+	}
+	// Wake this instance's long-polls; others learn by NOTIFY when they may
+	// be waiting.
+	h.hub.Publish(postgres.Change(c))
+	return http.StatusOK, wire.ResponseResult{ID: c.ID, State: c.State, Resolution: c.Resolution}, nil
+}
+
+// verifyResponse reads and verifies a response+jwt for the challenge of the
+// path, signed by the calling device.
+func (h *handlers) verifyResponse(w http.ResponseWriter, r *http.Request, tok jose.Device) (jose.Response, error) {
+	id, err := parseID(pathParam(r, "id"), "challenge")
+	if err != nil {
+		return jose.Response{}, err
 	}
 	body, err := readBody(w, r)
 	if err == nil {
 		err = checkMediaType(r, "application/jose")
 	}
 	if err != nil {
-		return 0, nil, err
+		return jose.Response{}, err
 	}
-	key, err := h.dev.key(r.Context(), d.ID)
+	key, err := h.dev.key(r.Context(), tok.DeviceID)
 	if err != nil {
-		return 0, nil, err
+		return jose.Response{}, err
 	}
 	resp, err := jose.VerifyResponse(strings.TrimSpace(string(body)), key.Key, h.now())
 	var je *jose.Error
 	switch {
 	case errors.As(err, &je):
-		return 0, nil, errs.E(errs.InvalidJWS, "%s", je.Reason)
+		return resp, errs.E(errs.InvalidJWS, "%s", je.Reason)
 	case err != nil:
-		return 0, nil, err
-	case resp.DeviceID != d.ID:
-		return 0, nil, errs.E(errs.InvalidJWS, "the response must be signed by the calling device (kid)")
+		return resp, err
+	case resp.DeviceID != tok.DeviceID:
+		return resp, errs.E(errs.InvalidJWS, "the response must be signed by the calling device (kid)")
 	case resp.Claims.Challenge != id:
-		return 0, nil, errs.E(challenge.InvalidResponse, "chl names another challenge")
+		return resp, errs.E(challenge.InvalidResponse, "chl names another challenge")
 	}
-	c, err := h.db.Respond(r.Context(), tx, d, resp)
-	if err != nil {
-		return 0, nil, err
-	}
-	// Wake this instance's long-polls; others learn by NOTIFY when they may
-	// be waiting.
-	afterCommit(r.Context(), func() { h.hub.Publish(postgres.Change(c)) })
-	return http.StatusOK, wire.ResponseResult{ID: c.ID, State: c.State, Resolution: c.Resolution}, nil
+	return resp, nil
 }
 
 // ---- admin ----

@@ -90,6 +90,24 @@ type deviceHandler func(w http.ResponseWriter, r *http.Request, tx pgx.Tx, d dev
 // (jti, state) and do the work in one transaction, and answer. A revoked
 // device gets device_revoked, and only after its signature verified.
 func (a *deviceAuth) device(fn deviceHandler) http.HandlerFunc {
+	return a.direct(func(w http.ResponseWriter, r *http.Request, tok jose.Device) (status int, body any, err error) {
+		err = a.db.DeviceCall(r.Context(), tok, func(tx pgx.Tx, d devices.Device) error {
+			var err error
+			status, body, err = fn(w, r, tx, d)
+			return err
+		})
+		return status, body, err
+	})
+}
+
+// directHandler is a device endpoint on a hot path, which authenticates the
+// call in its own transaction, in its first round trip (see
+// postgres.FetchChallenge and postgres.Respond).
+type directHandler func(w http.ResponseWriter, r *http.Request, tok jose.Device) (status int, body any, err error)
+
+// direct wraps a device endpoint that completes the authentication itself:
+// verify the token's signature, run the endpoint, and answer.
+func (a *deviceAuth) direct(fn directHandler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		tok, err := a.verify(r)
 		if errors.Is(err, errs.ErrUnauthorized) {
@@ -100,19 +118,8 @@ func (a *deviceAuth) device(fn deviceHandler) http.HandlerFunc {
 			writeError(w, r, err)
 			return
 		}
-		var status int
-		var body any
-		var hooks commitHooks
-		err = a.db.DeviceCall(r.Context(), tok, func(tx pgx.Tx, d devices.Device) error {
-			ctx := context.WithValue(r.Context(), keyLogger, loggerFrom(r.Context()).With("device_id", d.ID))
-			ctx = context.WithValue(ctx, keyCommitHooks, &hooks)
-			var err error
-			status, body, err = fn(w, r.WithContext(ctx), tx, d)
-			return err
-		})
-		if err == nil {
-			hooks.run()
-		}
+		ctx := context.WithValue(r.Context(), keyLogger, loggerFrom(r.Context()).With("device_id", tok.DeviceID))
+		status, body, err := fn(w, r.WithContext(ctx), tok)
 		switch {
 		case errors.Is(err, errs.ErrUnauthorized):
 			writeError(w, r, a.failed(r, errDeviceUnauthorized))
@@ -126,21 +133,10 @@ func (a *deviceAuth) device(fn deviceHandler) http.HandlerFunc {
 	}
 }
 
-// commitHooks are what a device handler left to do once its transaction
-// has committed (never if it did not).
-type commitHooks []func()
-
-func (h commitHooks) run() {
-	for _, fn := range h {
-		fn()
-	}
-}
-
-// afterCommit runs fn once the device call's transaction has committed.
-func afterCommit(ctx context.Context, fn func()) {
-	if h, ok := ctx.Value(keyCommitHooks).(*commitHooks); ok {
-		*h = append(*h, fn)
-	}
+// refuse answers a device call with err once the call is authenticated, so
+// that the token is spent (and a revoked device learns it) as for any call.
+func (a *deviceAuth) refuse(ctx context.Context, tok jose.Device, err error) error {
+	return a.db.DeviceCall(ctx, tok, func(pgx.Tx, devices.Device) error { return err })
 }
 
 // failed counts a failed device authentication against the address.

@@ -28,7 +28,6 @@ type ctxKey int
 const (
 	keyLogger ctxKey = iota
 	keyPrincipal
-	keyCommitHooks
 )
 
 // loggerFrom returns the request's logger (carrying its request id).

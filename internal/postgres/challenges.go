@@ -3,8 +3,6 @@ package postgres
 import (
 	"bytes"
 	"context"
-	"crypto/subtle"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -20,7 +18,6 @@ import (
 	"github.com/pushmfa/pushmfa/internal/devices"
 	"github.com/pushmfa/pushmfa/internal/errs"
 	"github.com/pushmfa/pushmfa/internal/jose"
-	"github.com/pushmfa/pushmfa/internal/notify"
 	"github.com/pushmfa/pushmfa/internal/policy"
 	"github.com/pushmfa/pushmfa/internal/queue"
 )
@@ -283,119 +280,68 @@ func (db *DB) WaitOnChallenge(ctx context.Context, tenantID, appID, id string) (
 	return c, nil
 }
 
-// DeviceChallenges lists the pending, unexpired challenges of a device's
-// user, newest first.
-func DeviceChallenges(ctx context.Context, q querier, d devices.Device) ([]challenge.Challenge, error) {
-	rows, err := q.Query(ctx, `SELECT `+challengeColumns+` FROM challenges c JOIN users u ON u.id = c.user_id
-		WHERE c.user_id = $1 AND c.state = 'pending' AND c.expires_at > now() ORDER BY c.created_at DESC LIMIT 100`, d.UserID)
-	if err != nil {
-		return nil, fmt.Errorf("list pending challenges: %w", err)
+// deviceUser is the user of the device $1 while it is active: statements
+// queued after deviceAuthSQL read and write on the device's behalf through
+// it, so nothing happens for a device that did not authenticate.
+const deviceUser = `(SELECT user_id FROM devices WHERE id = $1::uuid AND state = 'active')`
+
+// DeviceChallenges authenticates a device call and lists the pending,
+// unexpired challenges of the device's user, newest first: one round trip,
+// one transaction.
+func (db *DB) DeviceChallenges(ctx context.Context, tok jose.Device) (devices.Device, []challenge.Challenge, error) {
+	var d devices.Device
+	var ok bool
+	var cs []challenge.Challenge
+	b := &pgx.Batch{}
+	queueDeviceAuth(b, tok, &d, &ok)
+	b.Queue(`SELECT `+challengeColumns+` FROM challenges c JOIN users u ON u.id = c.user_id
+		WHERE c.user_id = `+deviceUser+` AND c.state = 'pending' AND c.expires_at > now()
+		ORDER BY c.created_at DESC LIMIT 100`, tok.DeviceID).Query(func(rows pgx.Rows) error {
+		var err error
+		cs, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (challenge.Challenge, error) { return scanChallenge(r) })
+		return err
+	})
+	if err := db.pool.SendBatch(ctx, b).Close(); err != nil {
+		return d, nil, deviceAuthError(err)
 	}
-	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (challenge.Challenge, error) { return scanChallenge(r) })
+	if !ok {
+		return d, nil, db.refusedDevice(ctx, tok.DeviceID)
+	}
+	return d, cs, nil
 }
 
-// FetchChallenge returns a challenge of the device's user and records that
-// this device fetched it (the first time), for the timeline.
-func FetchChallenge(ctx context.Context, q querier, d devices.Device, id string) (challenge.Challenge, error) {
-	c, err := scanChallenge(q.QueryRow(ctx, `SELECT `+challengeColumns+` FROM challenges c JOIN users u ON u.id = c.user_id
-		WHERE c.id = $1 AND c.user_id = $2`, id, d.UserID))
-	if errors.Is(err, pgx.ErrNoRows) {
-		return c, errs.NotFoundf("challenge not found")
-	}
-	if err != nil {
-		return c, fmt.Errorf("read challenge: %w", err)
-	}
-	if _, err := q.Exec(ctx, `INSERT INTO challenge_fetches (challenge_id, device_id, tenant_id) VALUES ($1, $2, $3)
-		ON CONFLICT DO NOTHING`, c.ID, d.ID, c.TenantID); err != nil {
-		return c, fmt.Errorf("record fetch: %w", err)
-	}
-	return c, nil
-}
-
-// Respond resolves a challenge with a device's verified answer, in the
-// device call's transaction. Every check must hold (the challenge is the
-// device's user's, the nonce and context digest are the challenge's, user
-// verification happened when the policy demands it, a number accompanies an
-// approval that needs one, the jti is new) or the answer is refused and the
-// challenge stays pending. The transition is one conditional UPDATE, so of
-// concurrent answers exactly one wins; the others get challenge_resolved.
-// A wrong number is a deny (number_mismatch), never a retry.
-func (db *DB) Respond(ctx context.Context, tx pgx.Tx, d devices.Device, r jose.Response) (challenge.Challenge, error) {
+// FetchChallenge authenticates a device call, returns a challenge of the
+// device's user and records that this device fetched it (the first time),
+// for the timeline: one round trip, one transaction.
+func (db *DB) FetchChallenge(ctx context.Context, tok jose.Device, id string) (devices.Device, challenge.Challenge, error) {
+	var d devices.Device
+	var ok, found bool
 	var c challenge.Challenge
-	var p policy.Policy
-	err := tx.QueryRow(ctx, `SELECT `+challengeColumns+`, `+prefixed("p.", policyColumns)+`
-		FROM challenges c JOIN users u ON u.id = c.user_id JOIN policies p ON p.tenant_id = c.tenant_id
-		WHERE c.id = $1 AND c.user_id = $2`, r.Claims.Challenge, d.UserID).Scan(append(challengeDest(&c), policyFields(&p)...)...)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return c, errs.NotFoundf("challenge not found")
+	b := &pgx.Batch{}
+	queueDeviceAuth(b, tok, &d, &ok)
+	b.Queue(`WITH f AS (SELECT `+challengeColumns+` FROM challenges c JOIN users u ON u.id = c.user_id
+			WHERE c.id = $2 AND c.user_id = `+deviceUser+`),
+		r AS (INSERT INTO challenge_fetches (challenge_id, device_id, tenant_id) SELECT f.id, $1::uuid, f.tenant_id FROM f
+			ON CONFLICT DO NOTHING)
+		SELECT * FROM f`, tok.DeviceID, id).QueryRow(func(row pgx.Row) error {
+		var err error
+		c, err = scanChallenge(row)
+		found = err == nil
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
+		return err
+	})
+	if err := db.pool.SendBatch(ctx, b).Close(); err != nil {
+		return d, c, deviceAuthError(err)
 	}
-	if err != nil {
-		return c, fmt.Errorf("read challenge: %w", err)
-	}
-	if err := c.Answerable(time.Now()); err != nil {
-		return c, err
-	}
-	bad := func(format string, args ...any) (challenge.Challenge, error) {
-		return c, errs.E(challenge.InvalidResponse, format, args...)
-	}
-	nonce, err := base64.RawURLEncoding.DecodeString(r.Claims.Nonce)
-	if err != nil || subtle.ConstantTimeCompare(nonce, c.Nonce) != 1 {
-		return bad("nonce is not this challenge's")
-	}
-	if r.Claims.Context != challenge.EncodeDigest(c.ContextDigest) {
-		return bad("ctx does not match the challenge's context: the answer must be bound to what the user saw")
-	}
-	if p.RequireUserVerification && !*r.Claims.UV {
-		return bad("the policy requires user verification (uv: true)")
-	}
-	if r.Claims.Decision == challenge.DecisionApprove && c.Number != 0 && !r.NumberSet {
-		return bad("this challenge needs the number the user picked")
-	}
-	if err := useJTI(ctx, tx, d.ID, r.Claims.ID, r.JTIExpires); err != nil {
-		return bad("this response was already sent (jti)")
-	}
-
-	state, resolution := challenge.StateDenied, r.Claims.Decision
 	switch {
-	case r.Claims.Decision == challenge.DecisionApprove && c.Number != 0 && r.Number != c.Number:
-		resolution = challenge.ResolutionNumberMismatch
-	case r.Claims.Decision == challenge.DecisionApprove:
-		state = challenge.StateApproved
+	case !ok:
+		return d, c, db.refusedDevice(ctx, tok.DeviceID)
+	case !found:
+		return d, c, errs.NotFoundf("challenge not found")
 	}
-	fraud := resolution == challenge.ResolutionFraud
-	var w waiters
-	err = tx.QueryRow(ctx, `UPDATE challenges SET state = $2, resolution = $3, fraud = $4, resolved_at = now(),
-			resolved_by_device = $5, user_verified = $6
-		WHERE id = $1 AND state = 'pending' AND expires_at > now()
-		RETURNING resolved_at, coalesce(created_by_instance::text, ''), remote_waiters`,
-		c.ID, state, resolution, fraud, d.ID, *r.Claims.UV).Scan(&c.ResolvedAt, &w.creator, &w.remote)
-	if errors.Is(err, pgx.ErrNoRows) {
-		// Another answer (or the expiry, or a cancel) won.
-		return c, resolvedRefusal(ctx, tx, c.ID)
-	}
-	if err != nil {
-		return c, fmt.Errorf("resolve challenge: %w", err)
-	}
-	c.State, c.Resolution, c.Fraud, c.ResolvedByDevice, c.UserVerified = state, resolution, fraud, d.ID, r.Claims.UV
-	if err := guardAfterAnswer(ctx, tx, c, p); err != nil {
-		return c, err
-	}
-	actor := audit.Actor{Type: audit.ActorDevice, ID: d.ID}
-	if err := db.afterResolution(ctx, tx, c, w, actor, d.ID); err != nil {
-		return c, err
-	}
-	return c, nil
-}
-
-// waiters says who may be long-polling a challenge besides this instance.
-type waiters struct {
-	creator string
-	remote  bool
-}
-
-// Change is a resolved challenge's broadcast form.
-func Change(c challenge.Challenge) notify.Change {
-	return notify.Change{ID: c.ID, State: c.State, Resolution: c.Resolution, Fraud: c.Fraud, ResolvedAt: *c.ResolvedAt}
+	return d, c, nil
 }
 
 // challengeDest lists the scan targets of challengeColumns (the context is
@@ -426,118 +372,6 @@ func prefixed(prefix, columns string) string {
 		cols[i] = prefix + strings.TrimSpace(c)
 	}
 	return strings.Join(cols, ", ")
-}
-
-// resolvedRefusal says why a pending-only update found nothing to update.
-func resolvedRefusal(ctx context.Context, q querier, id string) error {
-	var state string
-	var expired bool
-	if err := q.QueryRow(ctx, `SELECT state, expires_at <= now() FROM challenges WHERE id = $1`, id).Scan(&state, &expired); err != nil {
-		return err
-	}
-	if state == challenge.StateExpired || (state == challenge.StatePending && expired) {
-		return errs.E(challenge.Expired, "the challenge expired")
-	}
-	return errs.E(challenge.Resolved, "the challenge is already %s", state)
-}
-
-// guardAfterAnswer updates the push-bombing guard's state of the user: an
-// approval resets the denial count, a denial raises it and may start a
-// backoff, and a fraud report may lock the user's pushes.
-func guardAfterAnswer(ctx context.Context, tx pgx.Tx, c challenge.Challenge, p policy.Policy) error {
-	if c.State == challenge.StateApproved {
-		_, err := tx.Exec(ctx, `UPDATE users SET consecutive_denials = 0, push_blocked_until = NULL WHERE id = $1`, c.UserID)
-		return err
-	}
-	var denials, frauds int
-	var lockedNow bool
-	err := tx.QueryRow(ctx, `UPDATE users SET consecutive_denials = consecutive_denials + 1,
-			fraud_reports = fraud_reports + CASE WHEN $2 THEN 1 ELSE 0 END
-		WHERE id = $1 RETURNING consecutive_denials, fraud_reports, locked_at IS NULL`, c.UserID, c.Fraud).Scan(&denials, &frauds, &lockedNow)
-	if err != nil {
-		return err
-	}
-	if wait := challenge.DenialBackoff(p, denials); wait > 0 {
-		if _, err := tx.Exec(ctx, `UPDATE users SET push_blocked_until = now() + make_interval(secs => $2) WHERE id = $1`,
-			c.UserID, wait.Seconds()); err != nil {
-			return err
-		}
-	}
-	if !c.Fraud {
-		return nil
-	}
-	if err := insertAudit(ctx, tx, c.TenantID, audit.Event{Type: auditFraudReported,
-		Actor: audit.Actor{Type: audit.ActorDevice, ID: c.ResolvedByDevice}, UserID: c.UserID,
-		Data: jsonOf(map[string]any{"challenge_id": c.ID, "application_id": c.ApplicationID, "ip": c.Context.IP,
-			"reports": frauds})}); err != nil {
-		return err
-	}
-	if frauds >= p.FraudLockoutAfter && lockedNow {
-		if _, err := tx.Exec(ctx, `UPDATE users SET locked_at = now(), lock_reason = 'fraud', locked_by = 'system:fraud_reports'
-			WHERE id = $1 AND locked_at IS NULL`, c.UserID); err != nil {
-			return err
-		}
-		return insertAudit(ctx, tx, c.TenantID, audit.Event{Type: audit.UserLocked, Actor: audit.Actor{Type: audit.ActorSystem, ID: "fraud_reports"},
-			UserID: c.UserID, Data: jsonOf(map[string]any{"reason": "fraud", "reports": frauds})})
-	}
-	return nil
-}
-
-// afterResolution does what every resolution owes, in its transaction: a
-// NOTIFY when another instance may be long-polling (this instance wakes its
-// own waiters itself, after commit: each NOTIFY costs every listening
-// instance a transaction), the webhook, the "it is over" notification to
-// the user's other devices, and the audit event.
-func (db *DB) afterResolution(ctx context.Context, tx pgx.Tx, c challenge.Challenge, w waiters, by audit.Actor, exceptDevice string) error {
-	if w.remote || w.creator != db.instance {
-		if err := notifyChange(ctx, tx, Change(c)); err != nil {
-			return err
-		}
-	}
-	if err := db.queueWebhook(ctx, tx, c); err != nil {
-		return err
-	}
-	if exceptDevice == "" {
-		exceptDevice = uuid.Nil.String()
-	}
-	if err := db.notify(ctx, tx, c.TenantID, c.UserID, exceptDevice, "challenge_resolved"); err != nil {
-		return err
-	}
-	return insertAudit(ctx, tx, c.TenantID, audit.Event{Type: auditChallengeResolved, Actor: by, UserID: c.UserID,
-		Data: jsonOf(map[string]any{"challenge_id": c.ID, "state": c.State, "resolution": c.Resolution,
-			"application_id": c.ApplicationID})})
-}
-
-// Cancel moves a pending challenge of the application to cancelled.
-func (db *DB) Cancel(ctx context.Context, tenantID, appID, id string, by audit.Actor) (challenge.Challenge, error) {
-	var c challenge.Challenge
-	err := db.Transact(ctx, func(tx pgx.Tx) error {
-		var err error
-		c, err = scanChallenge(tx.QueryRow(ctx, `SELECT `+challengeColumns+` FROM challenges c JOIN users u ON u.id = c.user_id
-			WHERE c.id = $1 AND c.tenant_id = $2 AND c.application_id = $3`, id, tenantID, appID))
-		if errors.Is(err, pgx.ErrNoRows) {
-			return errs.NotFoundf("challenge not found")
-		}
-		if err != nil {
-			return err
-		}
-		var w waiters
-		err = tx.QueryRow(ctx, `UPDATE challenges SET state = 'cancelled', resolution = 'cancelled', resolved_at = now()
-			WHERE id = $1 AND state = 'pending' AND expires_at > now()
-			RETURNING resolved_at, coalesce(created_by_instance::text, ''), remote_waiters`, id).Scan(&c.ResolvedAt, &w.creator, &w.remote)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return resolvedRefusal(ctx, tx, id)
-		}
-		if err != nil {
-			return err
-		}
-		c.State, c.Resolution = challenge.StateCancelled, challenge.ResolutionCancelled
-		return db.afterResolution(ctx, tx, c, w, by, "")
-	})
-	if err != nil {
-		return c, fmt.Errorf("cancel challenge: %w", err)
-	}
-	return c, nil
 }
 
 // ExpireChallenges sweeps pending challenges past their time to expired,

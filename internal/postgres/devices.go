@@ -90,40 +90,61 @@ func (db *DB) DeviceKey(ctx context.Context, id string) (DeviceKey, error) {
 	return k, nil
 }
 
-// AuthenticateDevice completes a device call's authentication in the
-// call's own transaction, in one statement: it records the token's jti (a
-// replay, on this or any other server instance, finds it taken) and notes
-// the device's last use and versions. The UPDATE of the device row decides:
-// it locks the row until the call's transaction ends, so a revocation either
-// commits before (the UPDATE, re-checking the row, finds it revoked and the
-// call is refused) or waits until the call is done. It returns
-// errs.ErrUnauthorized for a replay and device_revoked for a revoked device.
-func AuthenticateDevice(ctx context.Context, q querier, tok jose.Device) (devices.Device, error) {
-	var fresh, updated bool
-	var state *string
-	err := q.QueryRow(ctx, `WITH j AS (
-			INSERT INTO used_jtis (issuer, jti, expires_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING 1
-		), d AS (
-			UPDATE devices SET last_seen_at = now(),
-				app_version = coalesce(nullif($4, ''), app_version), os_version = coalesce(nullif($5, ''), os_version)
-			WHERE id = $1::uuid AND state = 'active' AND EXISTS (SELECT 1 FROM j) RETURNING 1
-		)
-		SELECT EXISTS (SELECT 1 FROM j), EXISTS (SELECT 1 FROM d), (SELECT state FROM devices WHERE id = $1::uuid)`,
-		tok.DeviceID, tok.Claims.ID, tok.JTIExpires, tok.Claims.AppVersion, tok.Claims.OSVersion).
-		Scan(&fresh, &updated, &state)
-	if err != nil {
-		return devices.Device{}, fmt.Errorf("authenticate device: %w", err)
+// deviceAuthSQL completes a device call's authentication inside the call's
+// transaction, in one statement: it records the token's jti with a plain
+// INSERT, so a replay (on this or any other server instance) fails with a
+// unique violation, and with it everything queued after it; and it notes
+// the active device's last use and versions and returns its row. The UPDATE
+// locks the row until the transaction ends, so a revocation either commits
+// before (the UPDATE, re-checking the row, finds it revoked and returns
+// nothing) or waits until the call is done. Statements queued after it
+// that write on the device's behalf check that the device is active: after
+// this statement, that cannot change before the transaction ends.
+const deviceAuthSQL = `WITH j AS (INSERT INTO used_jtis (issuer, jti, expires_at) VALUES ($1, $2, $3) RETURNING 1)
+	UPDATE devices SET last_seen_at = now(),
+		app_version = coalesce(nullif($4, ''), app_version), os_version = coalesce(nullif($5, ''), os_version)
+	WHERE id = $1::uuid AND state = 'active' AND EXISTS (SELECT 1 FROM j) RETURNING ` + deviceColumns
+
+// queueDeviceAuth queues the authentication of tok on b. After the batch,
+// *ok says whether the device is active (d then holds it); a replay fails
+// the batch (see deviceAuthError).
+func queueDeviceAuth(b *pgx.Batch, tok jose.Device, d *devices.Device, ok *bool) {
+	b.Queue(deviceAuthSQL, tok.DeviceID, tok.Claims.ID, tok.JTIExpires, tok.Claims.AppVersion, tok.Claims.OSVersion).
+		QueryRow(func(row pgx.Row) error {
+			var err error
+			*d, err = scanDevice(row)
+			*ok = err == nil
+			if errors.Is(err, pgx.ErrNoRows) {
+				return nil
+			}
+			return err
+		})
+}
+
+// deviceAuthError reads the failure of a batch that began with a device's
+// authentication: a taken jti is a replay.
+func deviceAuthError(err error) error {
+	if code, constraint := pgCode(err); code == uniqueViolation && constraint == "used_jtis_pkey" {
+		return errs.ErrUnauthorized
 	}
+	return fmt.Errorf("device call: %w", err)
+}
+
+// refusedDevice says why a device did not authenticate although its token
+// was fresh: unknown, or revoked (possibly by a transaction that committed
+// while the authentication waited for the row).
+func (db *DB) refusedDevice(ctx context.Context, id string) error {
+	var state string
+	err := db.pool.QueryRow(ctx, `SELECT state FROM devices WHERE id = $1::uuid`, id).Scan(&state)
 	switch {
-	case updated:
-		return deviceByID(ctx, q, "", tok.DeviceID)
-	case state == nil || !fresh:
-		return devices.Device{}, errs.ErrUnauthorized
-	default:
-		// Revoked, possibly by a transaction that committed while this
-		// statement waited for the row.
-		return devices.Device{}, errs.E(errs.DeviceRevoked, "this device was deregistered; enroll it again")
+	case errors.Is(err, pgx.ErrNoRows):
+		return errs.ErrUnauthorized
+	case err != nil:
+		return fmt.Errorf("device call: %w", err)
+	case state == devices.StateRevoked:
+		return errs.E(errs.DeviceRevoked, "this device was deregistered; enroll it again")
 	}
+	return errs.ErrUnauthorized
 }
 
 // truncate cuts s to at most n bytes on a character boundary.
@@ -138,22 +159,36 @@ func truncate(s string, n int) string {
 }
 
 // DeviceCall runs fn in one transaction after authenticating the device's
-// token in it, so a device call costs one transaction. fn runs under a
-// savepoint: when it fails, its work is undone but the authentication is
-// still committed, so the token's jti is spent either way and a token seen
-// on a failed call cannot be replayed with another body.
+// token in it, so a device call costs one transaction: BEGIN, the
+// authentication and a savepoint travel together, and COMMIT after fn. fn
+// runs under the savepoint: when it fails, its work is undone but the
+// authentication is still committed, so the token's jti is spent either way
+// and a token seen on a failed call cannot be replayed with another body.
+// It returns errs.ErrUnauthorized for a replay and device_revoked for a
+// revoked device.
 func (db *DB) DeviceCall(ctx context.Context, tok jose.Device, fn func(tx pgx.Tx, d devices.Device) error) error {
-	var callErr error
-	err := db.Transact(ctx, func(tx pgx.Tx) error {
-		d, err := AuthenticateDevice(ctx, tx, tok)
-		if err != nil {
-			return err
-		}
-		callErr = pgx.BeginFunc(ctx, tx, func(sp pgx.Tx) error { return fn(sp, d) })
-		return nil
-	})
+	p, err := db.openPipe(ctx)
 	if err != nil {
 		return err
+	}
+	defer p.Close()
+	var d devices.Device
+	var ok bool
+	queueDeviceAuth(p.batch, tok, &d, &ok)
+	p.Queue("savepoint device_call")
+	if err := p.Send(ctx); err != nil {
+		return deviceAuthError(err)
+	}
+	if !ok {
+		p.Close()
+		return db.refusedDevice(ctx, tok.DeviceID)
+	}
+	callErr := fn(p.tx, d)
+	if callErr != nil {
+		p.Queue("rollback to savepoint device_call")
+	}
+	if err := p.Commit(ctx); err != nil {
+		return fmt.Errorf("device call: %w", err)
 	}
 	return callErr
 }

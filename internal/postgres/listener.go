@@ -29,17 +29,6 @@ func notifyCredentials(ctx context.Context, q querier, appID string) error {
 	return err
 }
 
-// notifyChange announces a challenge's change in the caller's transaction;
-// PostgreSQL delivers it to every listener when (and only if) it commits.
-func notifyChange(ctx context.Context, q querier, ch notify.Change) error {
-	payload, err := json.Marshal(ch)
-	if err != nil {
-		return err
-	}
-	_, err = q.Exec(ctx, `SELECT pg_notify($1, $2)`, ChallengeChannel, string(payload))
-	return err
-}
-
 // Listener holds one LISTEN connection per process and feeds the hub of
 // challenge changes and the cache of application principals.
 type Listener struct {
