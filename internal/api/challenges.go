@@ -8,7 +8,6 @@ import (
 	"strings"
 	"time"
 
-
 	"github.com/pushmfa/pushmfa/internal/account"
 	"github.com/pushmfa/pushmfa/internal/challenge"
 	"github.com/pushmfa/pushmfa/internal/errs"
