@@ -276,7 +276,11 @@ func once(o options) (Result, error) {
 	// runs steadily (after a warm-up), so no idle time and no other phase
 	// falls inside the window. PostgreSQL backends flush their statistics
 	// about once a second while busy, so both samples lag by the same
-	// fraction of a second on average and the difference is unbiased.
+	// fraction of a second on average and the difference is unbiased; but
+	// an idle backend holds its counts for up to 10 s, and would bring the
+	// earlier phases' into the window when the load wakes it: wait those
+	// out first.
+	time.Sleep(statsSettle)
 	var cycles atomic.Int64
 	var cycleErr atomic.Value
 	stop := make(chan struct{})
@@ -305,6 +309,7 @@ func once(o options) (Result, error) {
 		cpu    time.Duration
 		tx     int64
 		maint  int64 // autovacuum and autoanalyze runs (with -statements)
+		conns  int64 // sessions opened (with -statements)
 	}
 	take := func() (sample, error) {
 		s := sample{at: time.Now(), cycles: cycles.Load()}
@@ -314,6 +319,9 @@ func once(o options) (Result, error) {
 		}
 		if err == nil && stmts != nil {
 			err = stmts.QueryRow(ctx, `SELECT sum(autovacuum_count + autoanalyze_count) FROM pg_stat_all_tables`).Scan(&s.maint)
+			if err == nil {
+				err = admin.QueryRow(ctx, `SELECT sessions FROM pg_stat_database WHERE datname = 'pushmfa'`).Scan(&s.conns)
+			}
 		}
 		return s, err
 	}
@@ -348,7 +356,8 @@ func once(o options) (Result, error) {
 	}
 	res.Cycles = s1.cycles - s0.cycles
 	if stmts != nil {
-		fmt.Fprintf(os.Stderr, "transactions in the window: %d (autovacuum and autoanalyze runs: %d)\n", s1.tx-s0.tx, s1.maint-s0.maint)
+		fmt.Fprintf(os.Stderr, "transactions in the window: %d (autovacuum and autoanalyze runs: %d, sessions opened: %d)\n",
+			s1.tx-s0.tx, s1.maint-s0.maint, s1.conns-s0.conns)
 		printStatements(ctx, stmts, res.Cycles)
 		// What an idle server runs.
 		time.Sleep(statsSettle)
@@ -376,7 +385,7 @@ const (
 	// warmup lets the load reach a steady state before the first sample.
 	warmup = 2 * time.Second
 	// statsSettle outlasts PostgreSQL's idle statistics flush interval
-	// (10 s), for the idle report of -statements.
+	// (10 s).
 	statsSettle = 11 * time.Second
 )
 

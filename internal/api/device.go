@@ -56,7 +56,7 @@ func (a *deviceAuth) verify(r *http.Request) (jose.Device, error) {
 	if err != nil {
 		return jose.Device{}, err
 	}
-	tok, err := jose.VerifyDevice(strings.TrimSpace(token), key.Key, r.Method, r.URL.EscapedPath(), a.now())
+	tok, err := h.VerifyDevice(strings.TrimSpace(token), key.Key, r.Method, r.URL.EscapedPath(), a.now())
 	if err != nil {
 		var je *jose.Error
 		if errors.As(err, &je) && strings.Contains(je.Reason, "signature") {

@@ -37,6 +37,9 @@ const (
 	// Waiting relying parties see expiry at once (they compute it); the
 	// sweep records it and fires webhooks within seconds.
 	challengeSweepInterval = 2 * time.Second
+	// fetchPollInterval is how often idle queues look for jobs whose
+	// notification was missed.
+	fetchPollInterval = 5 * time.Second
 )
 
 // Config is what the workers need.
@@ -82,6 +85,9 @@ func NewClient(cfg Config) (*river.Client[pgx.Tx], error) {
 			queue.QueueWebhook: {MaxWorkers: maxWorkers},
 		},
 		Workers: workers,
+		// New jobs wake the workers at once through LISTEN/NOTIFY; the poll
+		// is only a fallback, and each poll is a transaction per queue.
+		FetchPollInterval: fetchPollInterval,
 		PeriodicJobs: []*river.PeriodicJob{
 			periodic(pruneInterval, PruneJTIsArgs{}),
 			periodic(auditScanInterval, AuditScanArgs{}),

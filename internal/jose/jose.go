@@ -376,10 +376,19 @@ type Device struct {
 // binds it to this request: htm must be its method and htu its path (no
 // scheme, host or query), as in DPoP (RFC 9449).
 func VerifyDevice(compact string, key *ecdsa.PublicKey, method, path string, now time.Time) (Device, error) {
-	var out Device
 	h, err := ReadHeader(compact, TypeDevice)
 	if err != nil {
-		return out, err
+		return Device{}, err
+	}
+	return h.VerifyDevice(compact, key, method, path, now)
+}
+
+// VerifyDevice is VerifyDevice for a token whose header the caller has
+// already read (with ReadHeader and TypeDevice), to find the key by kid.
+func (h Header) VerifyDevice(compact string, key *ecdsa.PublicKey, method, path string, now time.Time) (Device, error) {
+	var out Device
+	if h.Typ != TypeDevice {
+		return out, refuse("typ must be %q", TypeDevice)
 	}
 	if err := verify(compact, key, &out.Claims); err != nil {
 		return out, err

@@ -59,120 +59,69 @@ type NewChallenge struct {
 // concurrent requests. A guard refusal is too_many_challenges and is audited.
 // With an idempotency key, the same key and body return the challenge made
 // the first time (replayed true); the same key with another body is
-// idempotency_mismatch.
+// idempotency_mismatch. Two round trips: BEGIN, the user's lock and what the
+// guard reads travel together; the challenge's rows and COMMIT follow (with
+// the push jobs between them when the user has push devices).
 func (db *DB) CreateChallenge(ctx context.Context, in NewChallenge) (c challenge.Challenge, replayed bool, err error) {
 	var refusal error
-	err = db.Transact(ctx, func(tx pgx.Tx) error {
+	err = db.piped(ctx, func(p *pipe) error {
 		refusal, replayed = nil, false
-		var userID string
-		var locked bool
-		var blocked *time.Time
-		err := tx.QueryRow(ctx, `SELECT id, locked_at IS NOT NULL, push_blocked_until FROM users
-			WHERE tenant_id = $1 AND name = $2 FOR UPDATE`, in.TenantID, in.Request.User).Scan(&userID, &locked, &blocked)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return errs.E(challenge.NoActiveDevice, "the user has no active device; enroll one, or use an offline code")
-		}
-		if err != nil {
+		var r creationRead
+		r.queue(p, in)
+		if err := p.Send(ctx); err != nil {
 			return err
 		}
-		if in.IdempotencyKey != "" {
-			prior, digest, err := challengeByKey(ctx, tx, in.ApplicationID, in.IdempotencyKey)
-			if err == nil {
-				if !bytes.Equal(digest, in.RequestDigest) {
-					return errs.E(challenge.IdempotencyMismatch, "this Idempotency-Key was used with another request")
-				}
-				c, replayed = prior, true
-				return nil
-			}
-			if !errors.Is(err, pgx.ErrNoRows) {
-				return err
-			}
+		if !r.found {
+			return errs.E(challenge.NoActiveDevice, "the user has no active device; enroll one, or use an offline code")
 		}
-		if locked {
+		if r.prior != nil {
+			if !bytes.Equal(r.priorDigest, in.RequestDigest) {
+				return errs.E(challenge.IdempotencyMismatch, "this Idempotency-Key was used with another request")
+			}
+			c, replayed = *r.prior, true
+			return nil
+		}
+		if r.locked {
 			return errs.E(challenge.UserLocked, "the user's push sign-ins are locked; an admin can unlock them, and offline codes still work")
 		}
-		p, err := readPolicy(ctx, tx, in.TenantID, false)
-		if err != nil {
-			return err
-		}
-		rows, err := tx.Query(ctx, `SELECT id, push_provider FROM devices WHERE user_id = $1 AND state = 'active'`, userID)
-		if err != nil {
-			return err
-		}
-		type dev struct{ id, provider string }
-		devs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (dev, error) {
-			var d dev
-			return d, r.Scan(&d.id, &d.provider)
-		})
-		if err != nil {
-			return err
-		}
-		if len(devs) == 0 {
+		if r.active == 0 {
 			return errs.E(challenge.NoActiveDevice, "the user has no active device; enroll one, or use an offline code")
 		}
-		u, err := usage(ctx, tx, userID, p, blocked)
-		if err != nil {
-			return err
-		}
-		if reason, gerr := challenge.Guard(p, u, in.Now); gerr != nil {
+		if reason, gerr := challenge.Guard(r.policy, r.usage, in.Now); gerr != nil {
 			refusal = gerr
-			return insertAudit(ctx, tx, in.TenantID, audit.Event{Type: auditChallengeRefused, Actor: in.By, UserID: userID,
-				Data: jsonOf(map[string]any{"reason": reason, "application_id": in.ApplicationID})})
-		}
-
-		c = challenge.Challenge{ID: uuid.NewString(), TenantID: in.TenantID, ApplicationID: in.ApplicationID, UserID: userID,
-			UserName: in.Request.User, State: challenge.StatePending, CreatedAt: in.Now, ExpiresAt: in.Now.Add(p.ChallengeTTL())}
-		c.Context = challenge.Context{App: in.AppName, Message: in.Request.Message, IP: in.Request.IP,
-			Location: in.Request.Location, Browser: in.Request.Browser, CreatedAt: in.Now.UTC().Format(challenge.TimeFormat)}
-		if c.ContextDigest, err = c.Context.Digest(); err != nil {
-			return err
-		}
-		if c.Nonce, err = challenge.NewNonce(); err != nil {
-			return err
-		}
-		var number *int
-		if challenge.NumberMatching(p.NumberMatching, in.AppMatching, in.Request.NumberMatching) {
-			if c.Number, err = challenge.NewNumber(); err != nil {
+			if err := insertAudit(ctx, p.tx, in.TenantID, audit.Event{Type: auditChallengeRefused, Actor: in.By,
+				UserID: r.userID, Data: jsonOf(map[string]any{"reason": reason, "application_id": in.ApplicationID})}); err != nil {
 				return err
 			}
-			number = &c.Number
+			return p.Commit(ctx)
 		}
-		ctxJSON, err := json.Marshal(c.Context)
+		var err error
+		if c, err = newChallenge(in, r.userID, r.policy); err != nil {
+			return err
+		}
+		var push []string
+		if r.policy.PushEnabled {
+			push = r.push
+		}
+		deliveries, err := db.queueInsertChallenge(p, c, in, push)
 		if err != nil {
 			return err
 		}
-		var key *string
-		var digest []byte
-		if in.IdempotencyKey != "" {
-			key, digest = &in.IdempotencyKey, in.RequestDigest
-		}
-		_, err = tx.Exec(ctx, `INSERT INTO challenges (id, tenant_id, application_id, user_id, created_at, expires_at,
-				context, context_digest, nonce, number, idempotency_key, request_digest, created_by_instance)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
-			c.ID, c.TenantID, c.ApplicationID, c.UserID, c.CreatedAt, c.ExpiresAt, string(ctxJSON), c.ContextDigest,
-			c.Nonce, number, key, digest, db.instance)
-		if code, constraint := pgCode(err); code == uniqueViolation && constraint == "challenges_application_id_idempotency_key_key" {
-			// The same key, used at the same instant for another user.
-			return errs.E(challenge.IdempotencyMismatch, "this Idempotency-Key was used with another request")
-		}
-		if err != nil {
-			return err
-		}
-		if p.PushEnabled {
-			var ids []string
-			for _, d := range devs {
-				if d.provider != devices.ProviderNone {
-					ids = append(ids, d.id)
-				}
+		if len(deliveries) > 0 {
+			tx, err := p.Tx(ctx) // sends the insert first
+			if err != nil {
+				return err
 			}
-			if err := db.queueDeliveries(ctx, tx, c, ids); err != nil {
+			if err := db.enqueueDeliveries(ctx, tx, deliveries); err != nil {
 				return err
 			}
 		}
-		return insertAudit(ctx, tx, c.TenantID, audit.Event{Type: auditChallengeCreated, Actor: in.By, UserID: c.UserID,
-			Data: jsonOf(map[string]any{"challenge_id": c.ID, "application_id": c.ApplicationID, "number_matching": number != nil,
-				"expires_at": c.ExpiresAt.UTC()})})
+		return p.Commit(ctx)
 	})
+	if code, constraint := pgCode(err); code == uniqueViolation && constraint == "challenges_application_id_idempotency_key_key" {
+		// The same key, used at the same instant for another user.
+		return c, false, errs.E(challenge.IdempotencyMismatch, "this Idempotency-Key was used with another request")
+	}
 	if err != nil {
 		return c, false, fmt.Errorf("create challenge: %w", err)
 	}
@@ -182,52 +131,133 @@ func (db *DB) CreateChallenge(ctx context.Context, in NewChallenge) (c challenge
 	return c, replayed, nil
 }
 
-// usage counts a user's recent challenges for the guard.
-func usage(ctx context.Context, q querier, userID string, p policy.Policy, blocked *time.Time) (challenge.Usage, error) {
-	u := challenge.Usage{BlockedUntil: blocked}
-	var oldest, next *time.Time
-	err := q.QueryRow(ctx, `SELECT
-			count(*) FILTER (WHERE created_at > now() - make_interval(secs => $2)),
-			min(created_at) FILTER (WHERE created_at > now() - make_interval(secs => $2)),
-			count(*) FILTER (WHERE state = 'pending' AND expires_at > now()),
-			min(expires_at) FILTER (WHERE state = 'pending' AND expires_at > now())
-		FROM challenges WHERE user_id = $1 AND created_at > now() - make_interval(secs => greatest($2, 600))`,
-		userID, p.ChallengeWindowSeconds).Scan(&u.InWindow, &oldest, &u.Pending, &next)
-	if oldest != nil {
-		u.OldestInWindow = *oldest
-	}
-	if next != nil {
-		u.NextExpiry = *next
-	}
-	return u, err
+// creationRead is what creating a challenge reads first: the user (locked),
+// the challenge an idempotency key already made, the tenant's policy, the
+// user's devices and the guard's counts.
+type creationRead struct {
+	found, locked bool
+	userID        string
+	prior         *challenge.Challenge
+	priorDigest   []byte
+	policy        policy.Policy
+	active        int
+	push          []string // active devices with a push provider
+	usage         challenge.Usage
 }
 
-func challengeByKey(ctx context.Context, q querier, appID, key string) (challenge.Challenge, []byte, error) {
-	var c challenge.Challenge
-	var digest []byte
-	err := q.QueryRow(ctx, `SELECT `+challengeColumns+`, c.request_digest FROM challenges c
-		JOIN users u ON u.id = c.user_id WHERE c.application_id = $1 AND c.idempotency_key = $2`, appID, key).
-		Scan(append(challengeDest(&c), &digest)...)
-	return c, digest, err
-}
-
-// queueDeliveries queues the push of a challenge to each device: a
-// deliveries row and a deliver job each, in the challenge's transaction.
-func (db *DB) queueDeliveries(ctx context.Context, tx pgx.Tx, c challenge.Challenge, deviceIDs []string) error {
-	if len(deviceIDs) == 0 {
-		return nil
-	}
-	rows, err := tx.Query(ctx, `INSERT INTO deliveries (id, tenant_id, device_id, challenge_id, kind, provider)
-		SELECT gen_random_uuid(), d.tenant_id, d.id, $2, 'challenge', d.push_provider FROM devices d
-		WHERE d.id = ANY($1::uuid[]) RETURNING id`, deviceIDs, c.ID)
-	if err != nil {
-		return fmt.Errorf("queue pushes: %w", err)
-	}
-	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
+func (r *creationRead) queue(p *pipe, in NewChallenge) {
+	p.Queue(`SELECT id, locked_at IS NOT NULL, push_blocked_until FROM users WHERE tenant_id = $1 AND name = $2 FOR UPDATE`,
+		in.TenantID, in.Request.User).QueryRow(func(row pgx.Row) error {
+		err := row.Scan(&r.userID, &r.locked, &r.usage.BlockedUntil)
+		r.found = err == nil
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
 		return err
+	})
+	if in.IdempotencyKey != "" {
+		p.Queue(`SELECT `+challengeColumns+`, c.request_digest FROM challenges c JOIN users u ON u.id = c.user_id
+			WHERE c.application_id = $1 AND c.idempotency_key = $2`, in.ApplicationID, in.IdempotencyKey).
+			QueryRow(func(row pgx.Row) error {
+				var c challenge.Challenge
+				err := row.Scan(append(challengeDest(&c), &r.priorDigest)...)
+				if errors.Is(err, pgx.ErrNoRows) {
+					return nil
+				}
+				r.prior = &c
+				return err
+			})
 	}
-	return db.enqueueDeliveries(ctx, tx, ids)
+	// After the lock, in a statement of its own: its snapshot then sees
+	// every challenge committed before the lock was granted.
+	p.Queue(`WITH u AS (SELECT id FROM users WHERE tenant_id = $1 AND name = $2)
+		SELECT `+prefixed("p.", policyColumns)+`,
+			(SELECT count(*) FROM devices d WHERE d.user_id = (SELECT id FROM u) AND d.state = 'active'),
+			array(SELECT d.id::text FROM devices d WHERE d.user_id = (SELECT id FROM u) AND d.state = 'active'
+				AND d.push_provider <> 'none'),
+			s.in_window, s.oldest, s.pending, s.next_expiry
+		FROM policies p, LATERAL (SELECT
+				count(*) FILTER (WHERE created_at > now() - make_interval(secs => p.challenge_window_seconds)) AS in_window,
+				min(created_at) FILTER (WHERE created_at > now() - make_interval(secs => p.challenge_window_seconds)) AS oldest,
+				count(*) FILTER (WHERE state = 'pending' AND expires_at > now()) AS pending,
+				min(expires_at) FILTER (WHERE state = 'pending' AND expires_at > now()) AS next_expiry
+			FROM challenges WHERE user_id = (SELECT id FROM u)
+				AND created_at > now() - make_interval(secs => greatest(p.challenge_window_seconds, 600))) s
+		WHERE p.tenant_id = $1`, in.TenantID, in.Request.User).QueryRow(func(row pgx.Row) error {
+		var oldest, next *time.Time
+		err := row.Scan(append(policyFields(&r.policy), &r.active, &r.push, &r.usage.InWindow, &oldest,
+			&r.usage.Pending, &next)...)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return errs.NotFoundf("tenant not found")
+		}
+		if oldest != nil {
+			r.usage.OldestInWindow = *oldest
+		}
+		if next != nil {
+			r.usage.NextExpiry = *next
+		}
+		return err
+	})
+}
+
+// newChallenge draws a new challenge's id, nonce and number.
+func newChallenge(in NewChallenge, userID string, p policy.Policy) (challenge.Challenge, error) {
+	c := challenge.Challenge{ID: uuid.NewString(), TenantID: in.TenantID, ApplicationID: in.ApplicationID, UserID: userID,
+		UserName: in.Request.User, State: challenge.StatePending, CreatedAt: in.Now, ExpiresAt: in.Now.Add(p.ChallengeTTL())}
+	c.Context = challenge.Context{App: in.AppName, Message: in.Request.Message, IP: in.Request.IP,
+		Location: in.Request.Location, Browser: in.Request.Browser, CreatedAt: in.Now.UTC().Format(challenge.TimeFormat)}
+	var err error
+	if c.ContextDigest, err = c.Context.Digest(); err != nil {
+		return c, err
+	}
+	if c.Nonce, err = challenge.NewNonce(); err != nil {
+		return c, err
+	}
+	if challenge.NumberMatching(p.NumberMatching, in.AppMatching, in.Request.NumberMatching) {
+		if c.Number, err = challenge.NewNumber(); err != nil {
+			return c, err
+		}
+	}
+	return c, nil
+}
+
+// queueInsertChallenge queues, as one statement, the challenge's row, a
+// deliveries row for each push device and the audit event. It returns the
+// deliveries' ids, whose jobs the caller queues.
+func (db *DB) queueInsertChallenge(p *pipe, c challenge.Challenge, in NewChallenge, push []string) ([]string, error) {
+	ctxJSON, err := json.Marshal(c.Context)
+	if err != nil {
+		return nil, err
+	}
+	var number *int
+	if c.Number != 0 {
+		number = &c.Number
+	}
+	var key *string
+	var digest []byte
+	if in.IdempotencyKey != "" {
+		key, digest = &in.IdempotencyKey, in.RequestDigest
+	}
+	deliveries := make([]string, len(push))
+	for i := range push {
+		deliveries[i] = uuid.NewString()
+	}
+	p.Queue(`WITH ch AS (
+			INSERT INTO challenges (id, tenant_id, application_id, user_id, created_at, expires_at,
+				context, context_digest, nonce, number, idempotency_key, request_digest, created_by_instance)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id, tenant_id, user_id
+		), dl AS (
+			INSERT INTO deliveries (id, tenant_id, device_id, challenge_id, kind, provider)
+			SELECT x.id, d.tenant_id, d.id, ch.id, 'challenge', d.push_provider
+			FROM ch, unnest($14::uuid[], $15::uuid[]) AS x(id, device) JOIN devices d ON d.id = x.device
+		)
+		INSERT INTO audit_events (tenant_id, type, actor_type, actor_id, user_id, data)
+		SELECT ch.tenant_id, $16, $17, $18, ch.user_id, $19::jsonb FROM ch`,
+		c.ID, c.TenantID, c.ApplicationID, c.UserID, c.CreatedAt, c.ExpiresAt, string(ctxJSON), c.ContextDigest,
+		c.Nonce, number, key, digest, db.instance, deliveries, push,
+		auditChallengeCreated, in.By.Type, in.By.ID, string(jsonOf(map[string]any{"challenge_id": c.ID,
+			"application_id": c.ApplicationID, "number_matching": number != nil, "expires_at": c.ExpiresAt.UTC()})))
+	return deliveries, nil
 }
 
 func (db *DB) enqueueDeliveries(ctx context.Context, tx pgx.Tx, ids []string) error {
