@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -847,5 +848,80 @@ func waitFor(t *testing.T, cond func() bool) {
 		if time.Now().After(deadline) {
 			t.Fatal("condition not reached in 10 s")
 		}
+	}
+}
+
+// TestResolutionTellsOtherDevices checks the pushes a challenge owes: to
+// each push device when it is created, and "it is over" to the user's other
+// push devices when it resolves, each with its durable job, never to the
+// answering device or a revoked one.
+func TestResolutionTellsOtherDevices(t *testing.T) {
+	t.Parallel()
+	e := apitest.Start(t)
+	ctx := context.Background()
+	secret, phone := signedIn(t, e, "olga") // poll-only, answers
+	tablet := enrollDevice(t, e, secret, "olga", authenticator.EnrollOptions{Name: "tablet", PushProvider: "apns", PushToken: "apns-tablet"})
+	watch := enrollDevice(t, e, secret, "olga", authenticator.EnrollOptions{Name: "watch", Platform: "android", PushProvider: "fcm", PushToken: "fcm-watch"})
+	old := enrollDevice(t, e, secret, "olga", authenticator.EnrollOptions{Name: "old", PushProvider: "apns", PushToken: "apns-old"})
+	want(t, e.JSON(t, "DELETE", "/v1/users/olga/devices/"+old.DeviceID, secret, nil), http.StatusOK, "")
+
+	// deliveries lists, per device, the deliveries of a challenge of one
+	// kind ("challenge" or the notification), each checked to have its job.
+	deliveries := func(challengeID, kind string) map[string]int {
+		t.Helper()
+		q := `SELECT d.device_id::text, d.id::text FROM deliveries d WHERE d.challenge_id = $1 AND d.kind = $2`
+		if kind != "challenge" {
+			q = `SELECT d.device_id::text, d.id::text FROM deliveries d WHERE d.notification = $2 AND d.created_at >=
+				(SELECT resolved_at FROM challenges WHERE id = $1)`
+		}
+		rows, err := e.DB.Pool.Query(ctx, q, challengeID, kind)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		out := map[string]int{}
+		for rows.Next() {
+			var device, id string
+			if err := rows.Scan(&device, &id); err != nil {
+				t.Fatal(err)
+			}
+			var jobs int
+			if err := e.DB.Pool.QueryRow(ctx, `SELECT count(*) FROM river_job WHERE kind = 'deliver' AND args->>'delivery_id' = $1`, id).Scan(&jobs); err != nil {
+				t.Fatal(err)
+			}
+			if jobs != 1 {
+				t.Fatalf("delivery %s has %d jobs", id, jobs)
+			}
+			out[device]++
+		}
+		return out
+	}
+	pushDevices := map[string]int{tablet.DeviceID: 1, watch.DeviceID: 1}
+
+	c := newChallenge(t, e, secret, "olga")
+	if got := deliveries(c.ID, "challenge"); !maps.Equal(got, pushDevices) {
+		t.Fatalf("pushes of a new challenge: %v, want %v", got, pushDevices)
+	}
+	if _, err := phone.Respond(ctx, c.ID, authenticator.Answer{Decision: "approve", Number: number(c), UV: true}); err != nil {
+		t.Fatal(err)
+	}
+	if got := deliveries(c.ID, "challenge_resolved"); !maps.Equal(got, pushDevices) {
+		t.Fatalf("told after an answer: %v, want %v", got, pushDevices)
+	}
+
+	// Answered by a push device: the others are told, not itself.
+	c = newChallenge(t, e, secret, "olga")
+	if _, err := tablet.Respond(ctx, c.ID, authenticator.Answer{Decision: "deny", UV: true}); err != nil {
+		t.Fatal(err)
+	}
+	if got := deliveries(c.ID, "challenge_resolved"); !maps.Equal(got, map[string]int{watch.DeviceID: 1}) {
+		t.Fatalf("told after the tablet's answer: %v", got)
+	}
+
+	// Cancelled by the relying party: every push device is told.
+	c = newChallenge(t, e, secret, "olga")
+	want(t, e.JSON(t, "POST", "/v1/challenges/"+c.ID+"/cancel", secret, nil), http.StatusOK, "")
+	if got := deliveries(c.ID, "challenge_resolved"); !maps.Equal(got, pushDevices) {
+		t.Fatalf("told after a cancel: %v, want %v", got, pushDevices)
 	}
 }

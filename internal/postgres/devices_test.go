@@ -164,6 +164,26 @@ func TestAuthenticateDeviceRefusesReplays(t *testing.T) {
 	if err != nil || d.Name != "p" {
 		t.Fatalf("the failed call's work was kept: %q %v", d.Name, err)
 	}
+
+	// A statement that fails inside the call leaves the transaction
+	// usable for the commit of the authentication (the savepoint), and
+	// the connection goes back to the pool clean.
+	tok3 := callToken(t, key)
+	if err := db.DeviceCall(ctx, tok3, func(tx pgx.Tx, d devices.Device) error {
+		_, err := tx.Exec(ctx, `SELECT 1 / 0`)
+		return err
+	}); err == nil || errs.CodeOf(err) != errs.Internal {
+		t.Fatalf("failed statement: %v", err)
+	}
+	if err := db.DeviceCall(ctx, tok3, func(pgx.Tx, devices.Device) error { return nil }); !errors.Is(err, errs.ErrUnauthorized) {
+		t.Fatalf("replay of a token whose statement failed: %v", err)
+	}
+	if n := db.Pool().Stat().AcquiredConns(); n != 0 {
+		t.Fatalf("%d connections still held after the calls", n)
+	}
+	if _, err := db.Pool().Exec(ctx, `SELECT 1`); err != nil {
+		t.Fatalf("pool unusable after the calls: %v", err)
+	}
 }
 
 // TestDeviceLimitUnderConcurrency races many enrollments of one user, each
