@@ -869,12 +869,8 @@ func TestResolutionTellsOtherDevices(t *testing.T) {
 	// kind ("challenge" or the notification), each checked to have its job.
 	deliveries := func(challengeID, kind string) map[string]int {
 		t.Helper()
-		q := `SELECT d.device_id::text, d.id::text FROM deliveries d WHERE d.challenge_id = $1 AND d.kind = $2`
-		if kind != "challenge" {
-			q = `SELECT d.device_id::text, d.id::text FROM deliveries d WHERE d.notification = $2 AND d.created_at >=
-				(SELECT resolved_at FROM challenges WHERE id = $1)`
-		}
-		rows, err := e.DB.Pool.Query(ctx, q, challengeID, kind)
+		rows, err := e.DB.Pool.Query(ctx, `SELECT d.device_id::text, d.id::text FROM deliveries d
+			WHERE d.challenge_id = $1 AND coalesce(d.notification, d.kind) = $2`, challengeID, kind)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,7 +1,6 @@
 // Package jobs runs the service's durable background work on River, in the
-// same PostgreSQL database: pruning expired JWT ids and sealing the audit
-// chain now; push deliveries, webhooks and notifications as later parts of the
-// design add their workers here.
+// same PostgreSQL database: push deliveries, webhooks, the expiry sweeps,
+// pruning expired JWT ids and sealing the audit chain.
 package jobs
 
 import (
@@ -40,6 +39,12 @@ const (
 	// fetchPollInterval is how often idle queues look for jobs whose
 	// notification was missed.
 	fetchPollInterval = 5 * time.Second
+
+	pushWorkers       = 100
+	pushFetchCooldown = 2 * time.Millisecond
+	// jobTimeout bounds a job without a timeout of its own.
+	jobTimeout           = 20 * time.Second
+	rescueStuckJobsAfter = 20 * time.Second
 )
 
 // Config is what the workers need.
@@ -49,8 +54,9 @@ type Config struct {
 	Logger  *slog.Logger
 	// MaxWorkers bounds concurrent jobs in this process, per queue.
 	MaxWorkers int
-	// Push delivers pushes (the logging provider without credentials).
-	Push push.Provider
+	// Push picks the provider of each push (the logging provider for a
+	// service without credentials).
+	Push push.Router
 	// Webhook calls applications back.
 	Webhook *webhook.Client
 }
@@ -64,7 +70,7 @@ func NewClient(cfg Config) (*river.Client[pgx.Tx], error) {
 	river.AddWorker(workers, &auditSealWorker{db: cfg.DB, metrics: cfg.Metrics, logger: cfg.Logger})
 	river.AddWorker(workers, &auditHeadsWorker{db: cfg.DB, metrics: cfg.Metrics, logger: cfg.Logger})
 	river.AddWorker(workers, &expireEnrollmentsWorker{db: cfg.DB})
-	river.AddWorker(workers, &deliverWorker{db: cfg.DB, provider: cfg.Push, logger: cfg.Logger})
+	river.AddWorker(workers, &deliverWorker{db: cfg.DB, push: cfg.Push, metrics: cfg.Metrics, logger: cfg.Logger})
 	river.AddWorker(workers, &webhookWorker{db: cfg.DB, client: cfg.Webhook, logger: cfg.Logger})
 	river.AddWorker(workers, &expireChallengesWorker{db: cfg.DB})
 
@@ -81,9 +87,17 @@ func NewClient(cfg Config) (*river.Client[pgx.Tx], error) {
 		Logger: slog.New(warnOnly{cfg.Logger.Handler()}),
 		Queues: map[string]river.QueueConfig{
 			river.QueueDefault: {MaxWorkers: maxWorkers},
-			queue.QueuePush:    {MaxWorkers: maxWorkers},
+			// Pushes start the instant their challenge commits: the
+			// insert's NOTIFY wakes the queue, and a short cooldown lets
+			// the next batch be fetched at once. Sends wait on the network,
+			// not the CPU, so many run at a time.
+			queue.QueuePush:    {MaxWorkers: pushWorkers, FetchCooldown: pushFetchCooldown},
 			queue.QueueWebhook: {MaxWorkers: maxWorkers},
 		},
+		// A job whose process died is retried after this (and after its
+		// own timeout): pushes are worth little late.
+		JobTimeout:           jobTimeout,
+		RescueStuckJobsAfter: rescueStuckJobsAfter,
 		Workers: workers,
 		// New jobs wake the workers at once through LISTEN/NOTIFY; the poll
 		// is only a fallback, and each poll is a transaction per queue.
@@ -247,45 +261,135 @@ func (w *expireEnrollmentsWorker) Work(ctx context.Context, _ *river.Job[ExpireE
 
 type deliverWorker struct {
 	river.WorkerDefaults[queue.DeliverArgs]
-	db       *postgres.DB
-	provider push.Provider
-	logger   *slog.Logger
+	db      *postgres.DB
+	push    push.Router
+	metrics *metrics.Metrics
+	logger  *slog.Logger
 }
 
-// Work sends one delivery. A delivery already settled is not sent again (a
-// retried job), and one whose device was revoked or lost its token since is
-// skipped: a revoked device receives nothing.
+// Times of a push attempt: the send's own deadline (the Firebase SDK retries
+// a 503 itself for up to about 7 s within it), and the job's, which leaves
+// room to record the outcome.
+const (
+	sendTimeout    = 10 * time.Second
+	deliverTimeout = 15 * time.Second
+)
+
+// Timeout bounds one attempt.
+func (w *deliverWorker) Timeout(*river.Job[queue.DeliverArgs]) time.Duration { return deliverTimeout }
+
+// NextRetry backs off from 1 s, doubling, at most a minute apart, with
+// jitter so that a provider coming back is not hit by every retry at once.
+func (w *deliverWorker) NextRetry(job *river.Job[queue.DeliverArgs]) time.Time {
+	return time.Now().Add(deliveryBackoff(job.Attempt))
+}
+
+func deliveryBackoff(attempt int) time.Duration {
+	d := time.Second
+	for i := 1; i < attempt && d < time.Minute; i++ {
+		d *= 2
+	}
+	d = min(d, time.Minute)
+	return d - d/5 + time.Duration(rand.Int64N(int64(d*2/5)+1))
+}
+
+// Work sends one delivery and records what happened. A delivery already
+// settled is not sent again (a retried or rescued job); one whose device
+// was revoked or lost its token since, or whose challenge resolved or
+// expired, is skipped. A refused token switches the device to poll-only; a
+// fault of our own toward the provider (credentials, topic) changes no
+// device and is not retried; a transient failure is retried with backoff
+// (or after the provider's Retry-After) while the push is still worth
+// sending.
 func (w *deliverWorker) Work(ctx context.Context, job *river.Job[queue.DeliverArgs]) error {
 	d, err := w.db.Delivery(ctx, job.Args.DeliveryID)
 	if err != nil || d.Done {
 		return err
 	}
-	if d.Gone {
-		return w.db.RecordDelivery(ctx, postgres.DeliveryOutcome{ID: d.Message.DeliveryID, Provider: d.Message.Provider,
-			Outcome: "skipped", Reason: "device revoked or without a push token"})
+	m := d.Message
+	provider := w.push.For(m.Provider)
+	skip := func(reason string) error {
+		w.count(m.Provider, postgres.OutcomeSkipped)
+		return w.db.RecordDelivery(ctx, postgres.DeliveryOutcome{ID: m.DeliveryID, Provider: m.Provider,
+			Outcome: postgres.OutcomeSkipped, Reason: reason})
 	}
-	if d.Stale {
-		return w.db.RecordDelivery(ctx, postgres.DeliveryOutcome{ID: d.Message.DeliveryID, Provider: d.Message.Provider,
-			Outcome: "skipped", Reason: "the challenge resolved or expired before the push was sent"})
+	switch {
+	case d.Gone:
+		return skip("the device was revoked or has no push token")
+	case d.Stale && m.Kind == push.KindChallenge:
+		return skip("the challenge resolved or expired before the push was sent")
+	case d.Stale:
+		return skip("the notification is no longer worth sending")
 	}
-	id, err := w.provider.Send(ctx, d.Message)
-	if err != nil {
-		// The last attempt's failure is final: the timeline must say so.
-		outcome := "retrying"
-		if job.Attempt >= job.MaxAttempts {
-			outcome = "failed"
-		}
-		if rerr := w.db.RecordDelivery(ctx, postgres.DeliveryOutcome{ID: d.Message.DeliveryID, Provider: w.provider.Name(),
-			Outcome: outcome, Reason: err.Error()}); rerr != nil {
-			w.logger.Warn("record delivery outcome", "delivery_id", d.Message.DeliveryID, "error", rerr)
-		}
+
+	sendCtx, cancel := context.WithTimeout(ctx, sendTimeout)
+	id, err := provider.Send(sendCtx, m)
+	cancel()
+	if err == nil {
+		w.count(provider.Name(), postgres.OutcomeSent)
+		w.metrics.PushCommitToProvider.WithLabelValues(provider.Name()).Observe(time.Since(d.Queued).Seconds())
+		// Should recording fail after a successful send, the job retries
+		// and the device may get the push twice: delivery is at least once,
+		// and the collapse id makes a repeat harmless.
+		return w.db.RecordDelivery(ctx, postgres.DeliveryOutcome{ID: m.DeliveryID, Provider: provider.Name(),
+			Outcome: postgres.OutcomeSent, ProviderMessageID: id, Attempted: true})
+	}
+
+	e := push.Classify(provider.Name(), err)
+	outcome := postgres.DeliveryOutcome{ID: m.DeliveryID, Provider: provider.Name(), Outcome: postgres.OutcomeFailed,
+		Reason: e.Error(), Attempted: true}
+	log := w.logger.With("delivery_id", m.DeliveryID, "device_id", m.DeviceID, "provider", provider.Name(),
+		"status", e.Status, "reason", e.Reason)
+	switch e.Class {
+	case push.TokenInvalid:
+		outcome.Outcome = postgres.OutcomeTokenInvalid
+		w.count(provider.Name(), outcome.Outcome)
+		log.Info("push token refused: the device is poll-only until it registers a new one")
+		return w.db.InvalidatePushToken(ctx, d, outcome)
+	case push.ProviderFault:
+		w.count(provider.Name(), outcome.Outcome)
+		w.metrics.PushProviderFaults.WithLabelValues(provider.Name(), e.Reason).Inc()
+		log.Error("push provider refused our credentials or configuration; no device is at fault")
+		return w.finish(ctx, outcome, e)
+	case push.Rejected:
+		w.count(provider.Name(), outcome.Outcome)
+		log.Warn("push refused")
+		return w.finish(ctx, outcome, e)
+	}
+
+	// Transient: try again while the push is worth it.
+	wait := e.RetryAfter
+	if wait <= 0 {
+		wait = deliveryBackoff(job.Attempt)
+	}
+	if job.Attempt >= job.MaxAttempts && e.RetryAfter <= 0 || time.Now().Add(wait).After(m.Expires) {
+		outcome.Reason = "gave up: " + e.Error()
+		w.count(provider.Name(), outcome.Outcome)
+		log.Warn("push failed for good")
+		return w.finish(ctx, outcome, e)
+	}
+	outcome.Outcome = postgres.OutcomeRetrying
+	w.count(provider.Name(), outcome.Outcome)
+	if err := w.db.RecordDelivery(ctx, outcome); err != nil {
 		return err
 	}
-	// Should recording fail after a successful send, the job retries and
-	// the device may get the push twice: delivery is at least once, and the
-	// collapse id makes a repeat harmless.
-	return w.db.RecordDelivery(ctx, postgres.DeliveryOutcome{ID: d.Message.DeliveryID, Provider: w.provider.Name(),
-		Outcome: "sent", ProviderMessageID: id})
+	if e.RetryAfter > 0 {
+		// As the provider asked; the push's expiry bounds the snoozes.
+		return river.JobSnooze(e.RetryAfter)
+	}
+	return e
+}
+
+// finish records a final failure and stops the job.
+func (w *deliverWorker) finish(ctx context.Context, o postgres.DeliveryOutcome, cause error) error {
+	if err := w.db.RecordDelivery(ctx, o); err != nil {
+		return err
+	}
+	return river.JobCancel(cause)
+}
+
+func (w *deliverWorker) count(provider, outcome string) {
+	w.metrics.PushDeliveries.WithLabelValues(provider, outcome).Inc()
 }
 
 // ExpireChallengesArgs sweeps pending challenges past their time.

@@ -3,6 +3,9 @@
 package metrics
 
 import (
+	"context"
+	"time"
+
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -19,6 +22,11 @@ type Metrics struct {
 	AuditHeadSeq  *prometheus.GaugeVec
 	AuditHeadHash *prometheus.GaugeVec
 	AuditSealed   prometheus.Counter
+
+	PushDeliveries       *prometheus.CounterVec
+	PushProviderFaults   *prometheus.CounterVec
+	PushCommitToProvider *prometheus.HistogramVec
+	PushToAnswer         prometheus.Histogram
 }
 
 // New registers the metrics, the Go runtime's and the process's on a fresh
@@ -54,8 +62,27 @@ func New() *Metrics {
 			Name: "pushmfa_audit_events_sealed_total",
 			Help: "Audit events chained by the sealer.",
 		}),
+		PushDeliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pushmfa_push_deliveries_total",
+			Help: "Push delivery attempts by provider (apns, fcm, log) and outcome (sent, retrying, failed, token_invalid, skipped).",
+		}, []string{"provider", "outcome"}),
+		PushProviderFaults: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pushmfa_push_provider_faults_total",
+			Help: "Pushes a provider refused for a reason on our side (credentials, topic, permission), by provider and reason.",
+		}, []string{"provider", "reason"}),
+		PushCommitToProvider: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "pushmfa_push_commit_to_provider_seconds",
+			Help:    "Time from the commit of a push (with its challenge) to the provider accepting it, by provider.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
+		}, []string{"provider"}),
+		PushToAnswer: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "pushmfa_push_to_answer_seconds",
+			Help:    "Time from a challenge's push being accepted by the provider to that device's answer.",
+			Buckets: []float64{.5, 1, 2, 3, 5, 8, 13, 20, 30, 45, 60, 120, 300, 600},
+		}),
 	}
 	reg.MustRegister(m.HTTPRequests, m.HTTPDuration, m.AuthFailures, m.AuditHeadSeq, m.AuditHeadHash, m.AuditSealed,
+		m.PushDeliveries, m.PushProviderFaults, m.PushCommitToProvider, m.PushToAnswer,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -100,4 +127,32 @@ func (c poolCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(poolAcquires, prometheus.CounterValue, float64(s.AcquireCount()))
 	ch <- prometheus.MustNewConstMetric(poolEmpty, prometheus.CounterValue, float64(s.EmptyAcquireCount()))
 	ch <- prometheus.MustNewConstMetric(poolWait, prometheus.CounterValue, s.AcquireDuration().Seconds())
+}
+
+// QueueDepth counts a queue's jobs by state; it is asked at each scrape.
+type QueueDepth func(ctx context.Context) (map[string]int64, error)
+
+var queueDepth = prometheus.NewDesc("pushmfa_push_queue_jobs", "Push jobs waiting or running, by state (available, scheduled, retryable, running).",
+	[]string{"state"}, nil)
+
+// RegisterPushQueue exports the push queue's depth.
+func (m *Metrics) RegisterPushQueue(depth QueueDepth) error {
+	return m.Registry.Register(queueCollector{depth: depth})
+}
+
+type queueCollector struct{ depth QueueDepth }
+
+func (c queueCollector) Describe(ch chan<- *prometheus.Desc) { ch <- queueDepth }
+
+func (c queueCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	counts, err := c.depth(ctx)
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(queueDepth, err)
+		return
+	}
+	for _, state := range []string{"available", "scheduled", "retryable", "running"} {
+		ch <- prometheus.MustNewConstMetric(queueDepth, prometheus.GaugeValue, float64(counts[state]), state)
+	}
 }

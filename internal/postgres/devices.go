@@ -5,6 +5,7 @@ import (
 	"crypto/ecdsa"
 	"errors"
 	"fmt"
+	"time"
 	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
@@ -309,14 +310,19 @@ func (db *DB) notify(ctx context.Context, tx pgx.Tx, tenantID, userID, exceptDev
 // PendingDelivery is a delivery to attempt, with what the provider needs.
 type PendingDelivery struct {
 	Message push.Message
+	// Queued is when the delivery was committed (with its challenge).
+	Queued time.Time
 	// Done reports a delivery already settled (sent, failed or skipped): a
 	// retried job must not send it again.
 	Done bool
 	// Gone reports that the device was revoked or lost its token meanwhile.
 	Gone bool
-	// Stale reports a challenge push whose challenge resolved or expired:
-	// not worth sending any more.
+	// Stale reports a push no longer worth sending: its challenge resolved
+	// or expired, or the notification outlived push.NotificationLifetime.
 	Stale bool
+	// sealedToken is the token as stored, so that invalidating it cannot
+	// erase a newer one the app registered meanwhile.
+	sealedToken []byte
 }
 
 // Delivery loads a delivery and opens its device's push token.
@@ -325,15 +331,17 @@ func (db *DB) Delivery(ctx context.Context, id string) (PendingDelivery, error) 
 	var m = &p.Message
 	var outcome, state string
 	var event, challenge *string
-	var token []byte
 	var keyID *string
 	var live bool
 	err := db.pool.QueryRow(ctx, `SELECT x.id, x.device_id, d.push_provider, x.kind, x.notification, x.challenge_id::text,
-			x.outcome, d.state, d.push_token, d.push_token_key_id,
-			c.id IS NULL OR (c.state = 'pending' AND c.expires_at > now())
+			x.outcome, x.created_at, d.state, d.push_token, d.push_token_key_id,
+			CASE WHEN x.kind = 'challenge' THEN c.expires_at ELSE x.created_at + make_interval(secs => $2) END,
+			CASE WHEN x.kind = 'challenge' THEN c.state = 'pending' AND c.expires_at > now()
+				ELSE x.created_at + make_interval(secs => $2) > now() END
 		FROM deliveries x JOIN devices d ON d.id = x.device_id LEFT JOIN challenges c ON c.id = x.challenge_id
-		WHERE x.id = $1`, id).
-		Scan(&m.DeliveryID, &m.DeviceID, &m.Provider, &m.Kind, &event, &challenge, &outcome, &state, &token, &keyID, &live)
+		WHERE x.id = $1`, id, push.NotificationLifetime.Seconds()).
+		Scan(&m.DeliveryID, &m.DeviceID, &m.Provider, &m.Kind, &event, &challenge, &outcome, &p.Queued, &state,
+			&p.sealedToken, &keyID, &m.Expires, &live)
 	if err != nil {
 		return p, fmt.Errorf("read delivery %s: %w", id, err)
 	}
@@ -349,13 +357,22 @@ func (db *DB) Delivery(ctx context.Context, id string) (PendingDelivery, error) 
 		p.Gone = true
 		return p, nil
 	}
-	t, err := db.keys.Open(seal.Box{KeyID: *keyID, Data: token}, seal.Place{Table: "devices", Column: "push_token", Row: m.DeviceID})
+	t, err := db.keys.Open(seal.Box{KeyID: *keyID, Data: p.sealedToken}, seal.Place{Table: "devices", Column: "push_token", Row: m.DeviceID})
 	if err != nil {
 		return p, fmt.Errorf("open push token of device %s: %w", m.DeviceID, err)
 	}
 	m.Token = string(t)
 	return p, nil
 }
+
+// Delivery outcomes.
+const (
+	OutcomeSent         = "sent"
+	OutcomeRetrying     = "retrying"
+	OutcomeFailed       = "failed"
+	OutcomeTokenInvalid = "token_invalid"
+	OutcomeSkipped      = "skipped"
+)
 
 // DeliveryOutcome records an attempt.
 type DeliveryOutcome struct {
@@ -364,18 +381,72 @@ type DeliveryOutcome struct {
 	Outcome           string // sent, retrying, failed, token_invalid, skipped
 	ProviderMessageID string
 	Reason            string
+	// Attempted says a send was tried (a skipped delivery was not).
+	Attempted bool
 }
 
 // RecordDelivery stores the outcome of an attempt.
 func (db *DB) RecordDelivery(ctx context.Context, o DeliveryOutcome) error {
-	_, err := db.pool.Exec(ctx, `UPDATE deliveries SET provider = $2, outcome = $3,
-			provider_message_id = nullif($4, ''), reason = nullif($5, ''), attempts = attempts + 1, updated_at = now(),
+	return recordDelivery(ctx, db.pool, o)
+}
+
+func recordDelivery(ctx context.Context, q querier, o DeliveryOutcome) error {
+	_, err := q.Exec(ctx, `UPDATE deliveries SET provider = $2, outcome = $3,
+			provider_message_id = coalesce(nullif($4, ''), provider_message_id), reason = nullif($5, ''),
+			attempts = attempts + CASE WHEN $6 THEN 1 ELSE 0 END, updated_at = now(),
 			sent_at = CASE WHEN $3 = 'sent' THEN now() END
-		WHERE id = $1`, o.ID, o.Provider, o.Outcome, truncate(o.ProviderMessageID, 256), truncate(o.Reason, 512))
+		WHERE id = $1`, o.ID, o.Provider, o.Outcome, truncate(o.ProviderMessageID, 256), truncate(o.Reason, 512), o.Attempted)
 	if err != nil {
 		return fmt.Errorf("record delivery %s: %w", o.ID, err)
 	}
 	return nil
+}
+
+// InvalidatePushToken records that the push service refused a device's
+// token and switches the device to poll-only: provider none, token erased,
+// flagged so the app is told on its next call to register a new one, and
+// audited. A device that registered another token since, or was revoked,
+// is left alone. It is never deleted.
+func (db *DB) InvalidatePushToken(ctx context.Context, p PendingDelivery, o DeliveryOutcome) error {
+	err := db.Transact(ctx, func(tx pgx.Tx) error {
+		if err := recordDelivery(ctx, tx, o); err != nil {
+			return err
+		}
+		var tenantID, userID, provider string
+		err := tx.QueryRow(ctx, `UPDATE devices d SET push_provider = 'none', push_token = NULL, push_token_key_id = NULL,
+				push_token_invalid_at = now()
+			FROM (SELECT id, push_provider FROM devices WHERE id = $1 FOR UPDATE) old
+			WHERE d.id = old.id AND d.state = 'active' AND d.push_token = $2
+			RETURNING d.tenant_id, d.user_id, old.push_provider`, p.Message.DeviceID, p.sealedToken).Scan(&tenantID, &userID, &provider)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		return insertAudit(ctx, tx, tenantID, audit.Event{Type: auditDevicePushTokenInvalid,
+			Actor: audit.Actor{Type: audit.ActorSystem, ID: "push:" + provider}, UserID: userID,
+			Data: jsonOf(map[string]any{"device_id": p.Message.DeviceID, "push_provider": provider, "reason": o.Reason,
+				"delivery_id": o.ID})})
+	})
+	if err != nil {
+		return fmt.Errorf("invalidate push token of device %s: %w", p.Message.DeviceID, err)
+	}
+	return nil
+}
+
+// QueueDepth counts a River queue's unfinished jobs by state.
+func (db *DB) QueueDepth(ctx context.Context, queue string) (map[string]int64, error) {
+	rows, err := db.pool.Query(ctx, `SELECT state::text, count(*) FROM river_job
+		WHERE queue = $1 AND state IN ('available', 'scheduled', 'retryable', 'running') GROUP BY state`, queue)
+	if err != nil {
+		return nil, fmt.Errorf("queue depth: %w", err)
+	}
+	out := map[string]int64{}
+	var state string
+	var n int64
+	_, err = pgx.ForEachRow(rows, []any{&state, &n}, func() error { out[state] = n; return nil })
+	return out, err
 }
 
 // DeliveriesOfDevice lists a device's deliveries, newest first (for tests

@@ -24,7 +24,9 @@ const (
 	auditDeviceEnrolled    = "device.enrolled"
 	auditDeviceRevoked     = "device.revoked"
 	auditDevicePushToken   = "device.push_token_updated"
-	auditSignatureFailed   = "device.signature_failed"
+	// The push service refused the token; the device went poll-only.
+	auditDevicePushTokenInvalid = "device.push_token_invalid"
+	auditSignatureFailed        = "device.signature_failed"
 )
 
 // NewEnrollment asks for an activation.

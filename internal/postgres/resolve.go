@@ -88,8 +88,8 @@ const resolveSQL = `WITH j AS (
 		FROM r, unnest($16::text[], $17::text[], $18::text[], $19::text[]) WITH ORDINALITY AS e(type, actor_type, actor_id, data, n)
 		ORDER BY e.n
 	), n AS (
-		INSERT INTO deliveries (id, tenant_id, device_id, kind, notification, provider)
-		SELECT x.id, d.tenant_id, d.id, 'notification', 'challenge_resolved', d.push_provider
+		INSERT INTO deliveries (id, tenant_id, device_id, challenge_id, kind, notification, provider)
+		SELECT x.id, d.tenant_id, d.id, r.id, 'notification', 'challenge_resolved', d.push_provider
 		FROM r, unnest($20::uuid[], $21::uuid[]) AS x(id, device) JOIN devices d ON d.id = x.device
 		WHERE d.user_id = r.user_id AND d.state = 'active' AND d.push_provider <> 'none'
 		RETURNING id

@@ -36,6 +36,7 @@ import (
 	"github.com/pushmfa/pushmfa/internal/notify"
 	"github.com/pushmfa/pushmfa/internal/postgres"
 	"github.com/pushmfa/pushmfa/internal/push"
+	"github.com/pushmfa/pushmfa/internal/queue"
 	"github.com/pushmfa/pushmfa/internal/seal"
 	"github.com/pushmfa/pushmfa/internal/webhook"
 )
@@ -122,12 +123,20 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *Ser
 		return nil, err
 	}
 
-	provider := push.LogProvider{Logger: logger}
+	router, err := pushRouter(ctx, cfg, logger)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.metrics.RegisterPushQueue(func(ctx context.Context) (map[string]int64, error) {
+		return s.db.QueueDepth(ctx, queue.QueuePush)
+	}); err != nil {
+		return nil, err
+	}
 	hooks := &webhook.Client{Allow: cfg.WebhookAllow}
 	if cfg.WebhookAllowHTTPLoopback {
 		hooks.Allow = append(hooks.Allow, netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128"))
 	}
-	if s.river, err = jobs.NewClient(jobs.Config{DB: s.db, Metrics: s.metrics, Logger: logger, Push: provider, Webhook: hooks}); err != nil {
+	if s.river, err = jobs.NewClient(jobs.Config{DB: s.db, Metrics: s.metrics, Logger: logger, Push: router, Webhook: hooks}); err != nil {
 		return nil, err
 	}
 	s.db.UseQueue(s.river)
@@ -504,4 +513,28 @@ func ensureDatabase(ctx context.Context, adminURL, database, role, password stri
 		}
 	}
 	return nil
+}
+
+// pushRouter builds a provider for each push service with credentials; the
+// others go to the logging provider (and their apps poll).
+func pushRouter(ctx context.Context, cfg *config.Config, logger *slog.Logger) (push.Router, error) {
+	r := push.Router{Log: push.LogProvider{Logger: logger}}
+	if cfg.APNs.Enabled() {
+		a, err := push.NewAPNs(push.APNsConfig{KeyFile: cfg.APNs.KeyFile, KeyID: cfg.APNs.KeyID, TeamID: cfg.APNs.TeamID,
+			Topic: cfg.APNs.Topic, Endpoint: cfg.APNs.Endpoint})
+		if err != nil {
+			return r, err
+		}
+		r.APNs = a
+	}
+	if cfg.FCM.Enabled() {
+		f, err := push.NewFCM(ctx, push.FCMConfig{CredentialsFile: cfg.FCM.CredentialsFile, ProjectID: cfg.FCM.ProjectID,
+			Endpoint: cfg.FCM.Endpoint})
+		if err != nil {
+			return r, err
+		}
+		r.FCM = f
+	}
+	logger.Info("push providers", "apns", cfg.APNs.Enabled(), "fcm", cfg.FCM.Enabled())
+	return r, nil
 }
