@@ -98,7 +98,7 @@ func NewClient(cfg Config) (*river.Client[pgx.Tx], error) {
 		// own timeout): pushes are worth little late.
 		JobTimeout:           jobTimeout,
 		RescueStuckJobsAfter: rescueStuckJobsAfter,
-		Workers: workers,
+		Workers:              workers,
 		// New jobs wake the workers at once through LISTEN/NOTIFY; the poll
 		// is only a fallback, and each poll is a transaction per queue.
 		FetchPollInterval: fetchPollInterval,
