@@ -62,6 +62,7 @@ type handlers struct {
 	auth              *authenticator
 	dev               *deviceAuth
 	hub               *notify.Hub
+	metrics           *metrics.Metrics
 }
 
 // New builds the HTTP handler.
@@ -86,7 +87,7 @@ func New(cfg Config) (http.Handler, error) {
 		hub = notify.NewHub(1) // nothing connected: every lookup reads the database
 	}
 	h := &handlers{db: cfg.DB, ready: cfg.Ready, allowHTTPWebhooks: cfg.AllowHTTPLoopbackWebhooks,
-		publicURL: cfg.PublicURL, now: now, auth: auth, dev: dev, hub: hub}
+		publicURL: cfg.PublicURL, now: now, auth: auth, dev: dev, hub: hub, metrics: cfg.Metrics}
 
 	r := chi.NewRouter()
 	r.Use(requestID(cfg.Logger), observe(cfg.Metrics, clientIP), recoverer, checkQuery)
@@ -130,6 +131,7 @@ func New(cfg Config) (http.Handler, error) {
 		r.Post("/devices/{device_id}/revoke", h.adminRevokeDevice)
 		r.Get("/challenges/{id}", h.adminChallenge)
 		r.Get("/challenges/{id}/webhooks", h.adminChallengeWebhooks)
+		r.Get("/challenges/{id}/timeline", h.adminChallengeTimeline)
 
 		r.Get("/tokens", h.listTokens)
 		r.Post("/tokens", h.createToken)

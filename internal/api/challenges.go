@@ -261,8 +261,9 @@ func deviceChallengeOut(c challenge.Challenge, now time.Time, full bool) wire.De
 }
 
 // deviceChallenges is GET /v1/device/challenges: the user's pending ones.
-func (h *handlers) deviceChallenges(_ http.ResponseWriter, r *http.Request, tok jose.Device) (int, any, error) {
-	_, cs, err := h.db.DeviceChallenges(r.Context(), tok)
+func (h *handlers) deviceChallenges(w http.ResponseWriter, r *http.Request, tok jose.Device) (int, any, error) {
+	d, cs, err := h.db.DeviceChallenges(r.Context(), tok)
+	tellDevice(w, d)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -276,12 +277,13 @@ func (h *handlers) deviceChallenges(_ http.ResponseWriter, r *http.Request, tok 
 
 // deviceChallenge is GET /v1/device/challenges/{id}: what the app displays
 // and what its answer must repeat (never the number itself).
-func (h *handlers) deviceChallenge(_ http.ResponseWriter, r *http.Request, tok jose.Device) (int, any, error) {
+func (h *handlers) deviceChallenge(w http.ResponseWriter, r *http.Request, tok jose.Device) (int, any, error) {
 	id, err := parseID(pathParam(r, "id"), "challenge")
 	if err != nil {
 		return 0, nil, h.dev.refuse(r.Context(), tok, err)
 	}
-	_, c, err := h.db.FetchChallenge(r.Context(), tok, id)
+	d, c, err := h.db.FetchChallenge(r.Context(), tok, id)
+	tellDevice(w, d)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -297,13 +299,18 @@ func (h *handlers) respond(w http.ResponseWriter, r *http.Request, tok jose.Devi
 	if err != nil {
 		return 0, nil, h.dev.refuse(r.Context(), tok, err)
 	}
-	c, err := h.db.Respond(r.Context(), tok, resp)
+	ans, err := h.db.Respond(r.Context(), tok, resp)
+	tellDevice(w, ans.Device)
 	if err != nil {
 		return 0, nil, err
 	}
+	c := ans.Challenge
 	// Wake this instance's long-polls; others learn by NOTIFY when they may
 	// be waiting.
 	h.hub.Publish(postgres.Change(c))
+	if ans.PushSentAt != nil && h.metrics != nil {
+		h.metrics.PushToAnswer.Observe(c.ResolvedAt.Sub(*ans.PushSentAt).Seconds())
+	}
 	return http.StatusOK, wire.ResponseResult{ID: c.ID, State: c.State, Resolution: c.Resolution}, nil
 }
 
@@ -376,4 +383,29 @@ func (h *handlers) adminChallengeWebhooks(w http.ResponseWriter, r *http.Request
 			LastError: x.LastError, CreatedAt: utc(x.CreatedAt), UpdatedAt: utc(x.UpdatedAt), DeliveredAt: utcp(x.DeliveredAt)}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"webhooks": out})
+}
+
+// adminChallengeTimeline is GET /v1/admin/challenges/{id}/timeline: created,
+// each push handed to its provider (with the provider's id) or why not,
+// each device's fetch, and the outcome.
+func (h *handlers) adminChallengeTimeline(w http.ResponseWriter, r *http.Request) {
+	id, err := parseID(pathParam(r, "id"), "challenge")
+	if err != nil {
+		writeError(w, r, err)
+		return
+	}
+	c, pushes, fetches, err := h.db.ChallengeTimeline(r.Context(), scope(principal(r)), id)
+	if err != nil {
+		writeError(w, r, err)
+		return
+	}
+	now := h.now()
+	events := challenge.Timeline(c, pushes, fetches, now)
+	out := wire.Timeline{Challenge: challengeOut(c, now), Events: make([]wire.TimelineEvent, len(events))}
+	for i, e := range events {
+		out.Events[i] = wire.TimelineEvent{At: utc(e.At), Event: e.Event, DeviceID: e.DeviceID, DeliveryID: e.DeliveryID,
+			Push: e.Push, Provider: e.Provider, ProviderMessageID: e.ProviderMessageID, Reason: e.Reason, Attempts: e.Attempts,
+			State: e.State, Resolution: e.Resolution}
+	}
+	writeJSON(w, http.StatusOK, out)
 }

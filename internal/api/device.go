@@ -92,6 +92,7 @@ type deviceHandler func(w http.ResponseWriter, r *http.Request, tx pgx.Tx, d dev
 func (a *deviceAuth) device(fn deviceHandler) http.HandlerFunc {
 	return a.direct(func(w http.ResponseWriter, r *http.Request, tok jose.Device) (status int, body any, err error) {
 		err = a.db.DeviceCall(r.Context(), tok, func(tx pgx.Tx, d devices.Device) error {
+			tellDevice(w, d)
 			var err error
 			status, body, err = fn(w, r, tx, d)
 			return err
@@ -130,6 +131,18 @@ func (a *deviceAuth) direct(fn directHandler) http.HandlerFunc {
 		default:
 			writeJSON(w, status, body)
 		}
+	}
+}
+
+// PushTokenInvalidHeader is on every answer to a device whose push service
+// refused its token: the app should register a new one (PUT
+// /v1/device/push-token). Until it does, it gets no pushes and polls.
+const PushTokenInvalidHeader = "Push-Token-Invalid"
+
+// tellDevice adds what the device should know to its call's answer.
+func tellDevice(w http.ResponseWriter, d devices.Device) {
+	if d.PushTokenInvalid {
+		w.Header().Set(PushTokenInvalidHeader, "true")
 	}
 }
 
@@ -290,6 +303,7 @@ func (h *handlers) setPushToken(w http.ResponseWriter, r *http.Request, tx pgx.T
 	if err := h.db.SetPushToken(r.Context(), tx, d, in.PushProvider, in.PushToken); err != nil {
 		return 0, nil, err
 	}
+	w.Header().Del(PushTokenInvalidHeader) // registered anew
 	return http.StatusNoContent, nil, nil
 }
 

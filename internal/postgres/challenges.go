@@ -444,3 +444,54 @@ func (db *DB) ExpireChallenges(ctx context.Context) (int, error) {
 	}
 	return n, nil
 }
+
+// ChallengeTimeline reads a challenge (within a tenant, "" = any) with the
+// records of its pushes and of the devices that fetched it, in one round
+// trip.
+func (db *DB) ChallengeTimeline(ctx context.Context, tenantID, id string) (challenge.Challenge, []challenge.Push, []challenge.Fetch, error) {
+	var c challenge.Challenge
+	var found bool
+	var pushes []challenge.Push
+	var fetches []challenge.Fetch
+	b := &pgx.Batch{}
+	b.Queue(`SELECT `+challengeColumns+` FROM challenges c JOIN users u ON u.id = c.user_id
+		WHERE c.id = $1 AND ($2 = '' OR c.tenant_id::text = $2)`, id, tenantID).QueryRow(func(row pgx.Row) error {
+		var err error
+		c, err = scanChallenge(row)
+		found = err == nil
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
+		return err
+	})
+	b.Queue(`SELECT x.id::text, x.device_id::text, coalesce(x.notification, x.kind), x.provider, x.outcome,
+			coalesce(x.provider_message_id, ''), coalesce(x.reason, ''), x.attempts, x.created_at, x.updated_at, x.sent_at
+		FROM deliveries x JOIN challenges c ON c.id = x.challenge_id
+		WHERE x.challenge_id = $1 AND ($2 = '' OR c.tenant_id::text = $2) ORDER BY x.created_at, x.id`, id, tenantID).
+		Query(func(rows pgx.Rows) error {
+			var err error
+			pushes, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (challenge.Push, error) {
+				var p challenge.Push
+				return p, r.Scan(&p.DeliveryID, &p.DeviceID, &p.What, &p.Provider, &p.Outcome, &p.ProviderMessageID,
+					&p.Reason, &p.Attempts, &p.Queued, &p.Updated, &p.Sent)
+			})
+			return err
+		})
+	b.Queue(`SELECT f.device_id::text, f.fetched_at FROM challenge_fetches f
+		WHERE f.challenge_id = $1 AND ($2 = '' OR f.tenant_id::text = $2) ORDER BY f.fetched_at`, id, tenantID).
+		Query(func(rows pgx.Rows) error {
+			var err error
+			fetches, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (challenge.Fetch, error) {
+				var f challenge.Fetch
+				return f, r.Scan(&f.DeviceID, &f.At)
+			})
+			return err
+		})
+	if err := db.pool.SendBatch(ctx, b).Close(); err != nil {
+		return c, nil, nil, fmt.Errorf("read challenge timeline: %w", err)
+	}
+	if !found {
+		return c, nil, nil, errs.NotFoundf("challenge not found")
+	}
+	return c, pushes, fetches, nil
+}

@@ -215,7 +215,8 @@ func Change(c challenge.Challenge) notify.Change {
 const respondReadSQL = `SELECT ` + challengeColumns + `, p.require_user_verification, p.denial_backoff_after,
 		p.fraud_lockout_after, a.webhook_url IS NOT NULL, u.consecutive_denials, u.fraud_reports, u.locked_at IS NULL,
 		array(SELECT o.id::text FROM devices o WHERE o.user_id = c.user_id AND o.id <> $1::uuid AND o.state = 'active'
-			AND o.push_provider <> 'none')
+			AND o.push_provider <> 'none'),
+		(SELECT x.sent_at FROM deliveries x WHERE x.challenge_id = c.id AND x.device_id = $1::uuid AND x.kind = 'challenge')
 	FROM challenges c JOIN users u ON u.id = c.user_id JOIN policies p ON p.tenant_id = c.tenant_id
 		JOIN applications a ON a.id = c.application_id
 	WHERE c.id = $2 AND c.user_id = ` + deviceUser
@@ -227,13 +228,14 @@ const respondReadSQL = `SELECT ` + challengeColumns + `, p.require_user_verifica
 // approval that needs one, the answer's jti is new) or the answer is
 // refused and the challenge stays pending; the call's authentication is
 // committed either way. A wrong number is a deny (number_mismatch), never a
-// retry. Two round trips: BEGIN, the authentication and the reading travel
+// retry. It returns the device whenever the call authenticated. Two round trips: BEGIN, the authentication and the reading travel
 // together; the resolution and COMMIT follow (with the jobs it owes between
 // them, when there are any).
-func (db *DB) Respond(ctx context.Context, tok jose.Device, r jose.Response) (challenge.Challenge, error) {
+func (db *DB) Respond(ctx context.Context, tok jose.Device, r jose.Response) (Answer, error) {
+	var a Answer
 	p, err := db.openPipe(ctx)
 	if err != nil {
-		return challenge.Challenge{}, err
+		return a, err
 	}
 	defer p.Close()
 	var d devices.Device
@@ -248,7 +250,7 @@ func (db *DB) Respond(ctx context.Context, tok jose.Device, r jose.Response) (ch
 	// the user's counts: hold them until the answer is in.
 	p.Queue(respondReadSQL+` FOR NO KEY UPDATE OF u`, tok.DeviceID, r.Claims.Challenge).QueryRow(func(row pgx.Row) error {
 		err := row.Scan(append(challengeDest(&c), &pol.RequireUserVerification, &pol.DenialBackoffAfter,
-			&pol.FraudLockoutAfter, &hook, &denials, &frauds, &unlocked, &others)...)
+			&pol.FraudLockoutAfter, &hook, &denials, &frauds, &unlocked, &others, &a.PushSentAt)...)
 		found = err == nil
 		if errors.Is(err, pgx.ErrNoRows) {
 			return nil
@@ -256,18 +258,19 @@ func (db *DB) Respond(ctx context.Context, tok jose.Device, r jose.Response) (ch
 		return err
 	})
 	if err := p.Send(ctx); err != nil {
-		return c, deviceAuthError(err)
+		return a, deviceAuthError(err)
 	}
 	if !authed {
 		p.Close()
-		return c, db.refusedDevice(ctx, tok.DeviceID)
+		return a, db.refusedDevice(ctx, tok.DeviceID)
 	}
+	a.Device = d
 	rs, refusal := answer(c, found, d, r, pol)
 	if refusal != nil {
 		if err := p.Commit(ctx); err != nil {
-			return c, fmt.Errorf("respond: %w", err)
+			return a, fmt.Errorf("respond: %w", err)
 		}
-		return c, refusal
+		return a, refusal
 	}
 	rs.hook, rs.notify = hook, others
 	g := guardChange{frauds: frauds}
@@ -285,19 +288,29 @@ func (db *DB) Respond(ctx context.Context, tok jose.Device, r jose.Response) (ch
 	db.queueResolve(p, rs, &out)
 	if len(rs.notify) > 0 || rs.hook {
 		if err := p.Send(ctx); err != nil {
-			return c, fmt.Errorf("respond: %w", err)
+			return a, fmt.Errorf("respond: %w", err)
 		}
 	}
 	if err := db.finishResolve(ctx, p, &out); err != nil {
-		return c, fmt.Errorf("respond: %w", err)
+		return a, fmt.Errorf("respond: %w", err)
 	}
 	switch {
 	case !out.jtiFresh:
-		return c, errs.E(challenge.InvalidResponse, "this response was already sent (jti)")
+		return a, errs.E(challenge.InvalidResponse, "this response was already sent (jti)")
 	case out.at == nil:
-		return c, out.refusal()
+		return a, out.refusal()
 	}
-	return rs.applied(*out.at), nil
+	a.Challenge = rs.applied(*out.at)
+	return a, nil
+}
+
+// Answer is what a device's accepted answer did.
+type Answer struct {
+	Challenge challenge.Challenge
+	Device    devices.Device
+	// PushSentAt is when the challenge's push to this device was accepted
+	// by its provider, if it was.
+	PushSentAt *time.Time
 }
 
 // answer checks a device's answer against the challenge it names and says

@@ -280,3 +280,24 @@ type WebhookDelivery struct {
 	UpdatedAt   time.Time  `json:"updated_at"`
 	DeliveredAt *time.Time `json:"delivered_at,omitempty"`
 }
+
+// Timeline is what happened to a challenge, for admins.
+type Timeline struct {
+	Challenge Challenge       `json:"challenge"`
+	Events    []TimelineEvent `json:"events"`
+}
+
+// TimelineEvent is one moment of a challenge's timeline.
+type TimelineEvent struct {
+	At                time.Time `json:"at"`
+	Event             string    `json:"event"`
+	DeviceID          string    `json:"device_id,omitempty"`
+	DeliveryID        string    `json:"delivery_id,omitempty"`
+	Push              string    `json:"push,omitempty"`
+	Provider          string    `json:"provider,omitempty"`
+	ProviderMessageID string    `json:"provider_message_id,omitempty"`
+	Reason            string    `json:"reason,omitempty"`
+	Attempts          int       `json:"attempts,omitempty"`
+	State             string    `json:"state,omitempty"`
+	Resolution        string    `json:"resolution,omitempty"`
+}
