@@ -212,13 +212,14 @@ func printDemo(w io.Writer, url, statePath string, st demoState, enrollURI, devi
 		cmds  [][2]string
 	}{
 		{"Enroll a phone for %s (the reference authenticator keeps its key in %s):", [][2]string{
-			{"./bin/mfactl device enroll '" + enrollURI + "' --state " + deviceFile, "enroll (the URI is single-use)"},
+			{"./bin/mfactl device enroll '" + enrollURI + "' --push-provider apns --push-token demo-apns-token --state " + deviceFile,
+				"enroll (the URI is single-use); its pushes go to the server's log"},
 			{"./bin/mfactl device info --state " + deviceFile, "the device, signed with its key"},
 		}},
 		{"Sign in: the relying party asks, the phone approves, the relying party learns it:", [][2]string{
 			{"curl -s " + bearer + " -H 'Content-Type: application/json' -d '{\"user\":\"" + demoUser +
 				"\",\"context\":{\"ip\":\"203.0.113.7\",\"browser\":\"curl\"}}' " + url + "/v1/challenges",
-				"prints the challenge's \"id\" and the \"number\" the sign-in page shows"},
+				"prints the challenge's \"id\" and the \"number\" the sign-in page shows; the server logs the push"},
 			{"./bin/mfactl device pending --state " + deviceFile, "the phone sees the request (never the number)"},
 			{"./bin/mfactl device approve ID --number N --state " + deviceFile, "ID and N from the first command"},
 			{"curl -s " + bearer + " '" + url + "/v1/challenges/ID?wait=25s'", "long-poll: \"state\": \"approved\""},

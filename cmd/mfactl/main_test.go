@@ -147,11 +147,13 @@ func TestDemoSetupIsIdempotent(t *testing.T) {
 	// The printed commands work as printed.
 	must(t, e, st1.AdminToken, "users", "list")
 	must(t, e, st1.AdminToken, "users", "devices", "alice")
-	enroll := regexp.MustCompile(`(?m)^  \./bin/mfactl device enroll '([^']+)' --state (\S+)$`).FindStringSubmatch(first)
-	if enroll == nil || !strings.HasPrefix(enroll[2], filepath.Dir(state)) {
+	enroll := regexp.MustCompile(`(?m)^  \./bin/mfactl device enroll '([^']+)' --push-provider apns --push-token (\S+) --state (\S+)$`).FindStringSubmatch(first)
+	if enroll == nil || !strings.HasPrefix(enroll[3], filepath.Dir(state)) {
 		t.Fatalf("no enroll command printed:\n%s", first)
 	}
-	must(t, e, "", "device", "enroll", enroll[1], "--state", enroll[2])
+	must(t, e, "", "device", "enroll", enroll[1], "--push-provider", "apns", "--push-token", enroll[2], "--state", enroll[3])
+	pushToken := enroll[2]
+	enroll = []string{enroll[0], enroll[1], enroll[3]}
 	// The printed sign-in: the curl call made in Go as printed, the
 	// approval through mfactl, the printed long-poll.
 	curl := regexp.MustCompile(`curl -s -H 'Authorization: Bearer (\S+)' -H 'Content-Type: application/json' -d '([^']+)' (\S+)/v1/challenges`).FindStringSubmatch(first)
@@ -164,6 +166,12 @@ func TestDemoSetupIsIdempotent(t *testing.T) {
 		t.Fatalf("printed create: %d %s", created.Status, created.Body)
 	}
 	ch := created.Map(t)
+	// Without credentials the push goes to the logging provider: the
+	// server's log shows it, without the token.
+	e.Logs.Await(t, "push (logging provider", ch["id"].(string))
+	if strings.Contains(e.Logs.String(), pushToken) {
+		t.Fatal("the server's log carries the push token")
+	}
 	must(t, e, "", "device", "approve", ch["id"].(string), "--number", fmt.Sprint(ch["number"]), "--state", enroll[2])
 	if !strings.Contains(first, "/v1/challenges/ID?wait=25s") {
 		t.Fatalf("no long-poll printed:\n%s", first)
@@ -179,7 +187,7 @@ func TestDemoSetupIsIdempotent(t *testing.T) {
 
 	second := must(t, e, e.Bootstrap, "demo", "setup", "--state", state)
 	// A new URI, and a device file that does not exist yet.
-	if again := regexp.MustCompile(`device enroll '([^']+)' --state (\S+)`).FindStringSubmatch(second); again == nil ||
+	if again := regexp.MustCompile(`device enroll '([^']+)' --push-provider apns --push-token \S+ --state (\S+)`).FindStringSubmatch(second); again == nil ||
 		again[1] == enroll[1] || again[2] == enroll[2] {
 		t.Fatalf("second run printed %v, first %v", again, enroll[1:])
 	}

@@ -328,3 +328,22 @@ func (l *LogBuffer) Lines(t testing.TB) []map[string]any {
 	}
 	return out
 }
+
+// Await waits (up to 10 s) for a log line containing every part and
+// returns it.
+func (l *LogBuffer) Await(t testing.TB, parts ...string) string {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+	lines:
+		for _, line := range strings.Split(l.String(), "\n") {
+			for _, p := range parts {
+				if !strings.Contains(line, p) {
+					continue lines
+				}
+			}
+			return line
+		}
+	}
+	t.Fatalf("no log line with %q in 10 s", parts)
+	return ""
+}
