@@ -267,9 +267,9 @@ type deliverWorker struct {
 	logger  *slog.Logger
 }
 
-// Times of a push attempt: the send's own deadline (the Firebase SDK retries
-// a 503 itself for up to about 7 s within it), and the job's, which leaves
-// room to record the outcome.
+// Times of a push attempt: the send's own deadline (within which the
+// Firebase SDK redials a failed connection itself), and the job's, which
+// leaves room to record the outcome.
 const (
 	sendTimeout    = 10 * time.Second
 	deliverTimeout = 15 * time.Second
@@ -322,7 +322,9 @@ func (w *deliverWorker) Work(ctx context.Context, job *river.Job[queue.DeliverAr
 		return skip("the notification is no longer worth sending")
 	}
 
-	sendCtx, cancel := context.WithTimeout(ctx, sendTimeout)
+	// A send that outlives the push is no use: it ends with the push, and
+	// so do the client library's own reconnects within it.
+	sendCtx, cancel := context.WithDeadline(ctx, earliest(time.Now().Add(sendTimeout), m.Expires))
 	id, err := provider.Send(sendCtx, m)
 	cancel()
 	if err == nil {
@@ -378,6 +380,13 @@ func (w *deliverWorker) Work(ctx context.Context, job *river.Job[queue.DeliverAr
 		return river.JobSnooze(e.RetryAfter)
 	}
 	return e
+}
+
+func earliest(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
 }
 
 // finish records a final failure and stops the job.

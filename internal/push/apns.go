@@ -76,7 +76,7 @@ func (a *APNs) Send(ctx context.Context, m Message) (string, error) {
 		p.ContentAvailable().Custom("event", m.Event)
 	}
 	n.Payload = p
-	var seen http.Header
+	var seen answer
 	res, err := a.client.PushWithContext(withHeaderSink(ctx, &seen), n)
 	if err != nil {
 		// No answer: the connection or the deadline failed.
@@ -86,16 +86,20 @@ func (a *APNs) Send(ctx context.Context, m Message) (string, error) {
 		return res.ApnsID, nil
 	}
 	return "", &Error{Provider: "apns", Class: apnsClass(res.StatusCode, res.Reason), Status: res.StatusCode,
-		Reason: res.Reason, RetryAfter: retryAfter(seen, time.Now())}
+		Reason: res.Reason, RetryAfter: retryAfter(seen.header, time.Now())}
 }
 
 // apnsClass reads Apple's answer (developer.apple.com, "Handling
 // notification responses from APNs").
 func apnsClass(status int, reason string) Class {
 	switch reason {
-	case apns2.ReasonBadDeviceToken, apns2.ReasonUnregistered, apns2.ReasonDeviceTokenNotForTopic, apns2.ReasonExpiredToken:
+	case apns2.ReasonBadDeviceToken, apns2.ReasonUnregistered, apns2.ReasonExpiredToken:
 		return TokenInvalid
-	case apns2.ReasonTopicDisallowed, apns2.ReasonBadTopic, apns2.ReasonMissingTopic, apns2.ReasonBadCertificate,
+	case apns2.ReasonDeviceTokenNotForTopic,
+		// Every token is "not for the topic" when APNS_TOPIC names the
+		// wrong app: a configuration slip must not erase every device's
+		// token, so this is ours, like a topic the key may not use.
+		apns2.ReasonTopicDisallowed, apns2.ReasonBadTopic, apns2.ReasonMissingTopic, apns2.ReasonBadCertificate,
 		apns2.ReasonBadCertificateEnvironment, apns2.ReasonInvalidProviderToken, apns2.ReasonMissingProviderToken,
 		apns2.ReasonExpiredProviderToken, apns2.ReasonForbidden:
 		return ProviderFault
@@ -132,12 +136,19 @@ func networkReason(err error) string {
 	return "no answer"
 }
 
-// headerSink receives the response headers of a request made with its
-// context.
+// headerSink is the context key under which a send leaves an *answer for
+// its transport to fill in: the client libraries do not surface response
+// headers.
 type headerSink struct{}
 
-func withHeaderSink(ctx context.Context, h *http.Header) context.Context {
-	return context.WithValue(ctx, headerSink{}, h)
+// answer is the status and headers of a provider's reply.
+type answer struct {
+	status int
+	header http.Header
+}
+
+func withHeaderSink(ctx context.Context, a *answer) context.Context {
+	return context.WithValue(ctx, headerSink{}, a)
 }
 
 type retryAfterTransport struct{ base http.RoundTripper }
@@ -145,8 +156,8 @@ type retryAfterTransport struct{ base http.RoundTripper }
 func (t retryAfterTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	res, err := t.base.RoundTrip(r)
 	if err == nil {
-		if h, ok := r.Context().Value(headerSink{}).(*http.Header); ok {
-			*h = res.Header.Clone()
+		if sink, ok := r.Context().Value(headerSink{}).(*answer); ok {
+			sink.status, sink.header = res.StatusCode, res.Header.Clone()
 		}
 	}
 	return res, err

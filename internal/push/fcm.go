@@ -2,15 +2,18 @@ package push
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
 	"time"
 
 	firebase "firebase.google.com/go/v4"
 	"firebase.google.com/go/v4/errorutils"
 	"firebase.google.com/go/v4/messaging"
 	"golang.org/x/oauth2"
+	"golang.org/x/oauth2/google"
 	"google.golang.org/api/option"
 )
 
@@ -26,24 +29,71 @@ type FCMConfig struct {
 // FCM sends through the FCM HTTP v1 API with the Firebase Admin SDK.
 type FCM struct {
 	client *messaging.Client
+	tokens oauth2.TokenSource // caches the access token until it is near expiry
 }
+
+// fcmScope is the one OAuth2 scope sending needs.
+const fcmScope = "https://www.googleapis.com/auth/firebase.messaging"
+
+// tokenTimeout bounds a request for an access token.
+const tokenTimeout = 10 * time.Second
 
 // NewFCM reads the service account and prepares the client (it fetches an
 // OAuth2 token on first use).
+//
+// The SDK gets an HTTP client built here, with Google's own OAuth2 flow for
+// the service account, so that the worker, not the SDK, retries a 503: the
+// SDK would wait out the backoff or the Retry-After inside the send,
+// holding a worker and past the push's expiry, where the worker snoozes
+// the job durably and stops once the push is stale.
 func NewFCM(ctx context.Context, cfg FCMConfig) (*FCM, error) {
-	opts := []option.ClientOption{option.WithCredentialsFile(cfg.CredentialsFile)}
+	b, err := os.ReadFile(cfg.CredentialsFile)
+	if err != nil {
+		return nil, fmt.Errorf("FCM_CREDENTIALS_FILE: %w", err)
+	}
+	// Token requests get a deadline of their own: the token source holds
+	// its lock while one is in flight, so a hung one would stall every send.
+	ctx = context.WithValue(ctx, oauth2.HTTPClient, &http.Client{Timeout: tokenTimeout})
+	creds, err := google.CredentialsFromJSONWithType(ctx, b, google.ServiceAccount, fcmScope)
+	if err != nil {
+		return nil, fmt.Errorf("FCM_CREDENTIALS_FILE: %w", err)
+	}
+	base := http.DefaultTransport.(*http.Transport).Clone()
+	base.MaxIdleConnsPerHost = 64
+	hc := &http.Client{Transport: &oauth2.Transport{Source: creds.TokenSource, Base: fcmTransport{base: base}}}
+	opts := []option.ClientOption{option.WithHTTPClient(hc)}
 	if cfg.Endpoint != "" {
 		opts = append(opts, option.WithEndpoint(cfg.Endpoint))
 	}
 	app, err := firebase.NewApp(ctx, &firebase.Config{ProjectID: cfg.ProjectID}, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("FCM_CREDENTIALS_FILE: %w", err)
+		return nil, fmt.Errorf("FCM: %w", err)
 	}
 	client, err := app.Messaging(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("FCM_CREDENTIALS_FILE: %w", err)
+		return nil, fmt.Errorf("FCM: %w", err)
 	}
-	return &FCM{client: client}, nil
+	return &FCM{client: client, tokens: creds.TokenSource}, nil
+}
+
+// fcmTransport hands the worker what the SDK hides: it records the status
+// and headers FCM answered (Retry-After) through the request's header sink,
+// and shows the SDK a 503 as a 500 so that it does not retry by itself. The
+// error body, which the SDK classifies by, is left as FCM sent it.
+type fcmTransport struct{ base http.RoundTripper }
+
+func (t fcmTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	res, err := t.base.RoundTrip(r)
+	if err != nil {
+		return nil, err
+	}
+	if sink, ok := r.Context().Value(headerSink{}).(*answer); ok {
+		sink.status, sink.header = res.StatusCode, res.Header.Clone()
+	}
+	if res.StatusCode == http.StatusServiceUnavailable {
+		res.StatusCode, res.Status = http.StatusInternalServerError, "500 Internal Server Error"
+	}
+	return res, nil
 }
 
 // Name is "fcm".
@@ -65,22 +115,58 @@ func (f *FCM) Send(ctx context.Context, m Message) (string, error) {
 	if m.Kind == KindChallenge {
 		android.Priority, android.CollapseKey = "high", m.ChallengeID
 	}
-	name, err := f.client.Send(ctx, &messaging.Message{Token: m.Token, Data: data, Android: android})
+	// The access token first (cached, so this is cheap): the SDK would
+	// take a refusal for a network error and retry it for seconds.
+	if _, err := f.tokens.Token(); err != nil {
+		return "", tokenError(err)
+	}
+	var seen answer
+	name, err := f.client.Send(withHeaderSink(ctx, &seen), &messaging.Message{Token: m.Token, Data: data, Android: android})
 	if err == nil {
 		return name, nil
 	}
-	return "", fcmError(err)
+	return "", fcmError(err, seen)
+}
+
+// tokenError reads a failure to get an access token: Google's refusal of
+// the service account is ours to fix; its token endpoint failing or out of
+// reach is transient.
+func tokenError(err error) *Error {
+	var refused *oauth2.RetrieveError
+	if !errors.As(err, &refused) || refused.Response == nil {
+		return &Error{Provider: "fcm", Class: Retry, Reason: "access token: " + networkReason(err)}
+	}
+	e := &Error{Provider: "fcm", Status: refused.Response.StatusCode, Class: ProviderFault,
+		Reason: "the token endpoint refused the service account"}
+	if code := oauthErrorCode(refused); code != "" {
+		e.Reason += ": " + code
+	}
+	if e.Status == http.StatusTooManyRequests || e.Status >= 500 {
+		e.Class, e.Reason = Retry, "access token: "+http.StatusText(e.Status)
+		e.RetryAfter = retryAfter(refused.Response.Header, time.Now())
+	}
+	return e
+}
+
+// oauthErrorCode is the OAuth2 error code (invalid_grant...) of a refusal.
+// The JWT flow leaves it in the body, unparsed.
+func oauthErrorCode(r *oauth2.RetrieveError) string {
+	if r.ErrorCode != "" {
+		return r.ErrorCode
+	}
+	var body struct {
+		Error string `json:"error"`
+	}
+	if json.Unmarshal(r.Body, &body) != nil || len(body.Error) > 64 {
+		return ""
+	}
+	return body.Error
 }
 
 // fcmError reads the SDK's error (firebase.google.com/docs/cloud-messaging,
 // "FCM error codes").
-func fcmError(err error) *Error {
-	e := &Error{Provider: "fcm", Class: Rejected}
-	if res := errorutils.HTTPResponse(err); res != nil {
-		e.Status = res.StatusCode
-		e.RetryAfter = retryAfter(res.Header, time.Now())
-	}
-	var oauth *oauth2.RetrieveError
+func fcmError(err error, seen answer) *Error {
+	e := &Error{Provider: "fcm", Class: Rejected, Status: seen.status, RetryAfter: retryAfter(seen.header, time.Now())}
 	switch {
 	case messaging.IsUnregistered(err):
 		e.Class, e.Reason = TokenInvalid, "UNREGISTERED"
@@ -89,7 +175,12 @@ func fcmError(err error) *Error {
 		// well formed.
 		e.Class, e.Reason = TokenInvalid, "INVALID_ARGUMENT"
 	case messaging.IsSenderIDMismatch(err):
-		e.Class, e.Reason = TokenInvalid, "SENDER_ID_MISMATCH"
+		// The token belongs to another sender: one device registered with
+		// another project, or (far likelier, and for every device at
+		// once) FCM_PROJECT_ID or the service account names the wrong
+		// project. Erasing every token on a configuration slip would be
+		// much worse than one device that keeps failing, so it is ours.
+		e.Class, e.Reason = ProviderFault, "SENDER_ID_MISMATCH"
 	case messaging.IsQuotaExceeded(err):
 		e.Class, e.Reason = Retry, "QUOTA_EXCEEDED"
 	case messaging.IsUnavailable(err):
@@ -102,12 +193,6 @@ func fcmError(err error) *Error {
 		e.Class, e.Reason = ProviderFault, "PERMISSION_DENIED"
 	case errorutils.IsUnauthenticated(err):
 		e.Class, e.Reason = ProviderFault, "UNAUTHENTICATED"
-	case errors.As(err, &oauth):
-		// The service account was refused its access token.
-		e.Class, e.Reason = ProviderFault, "credentials refused by the token endpoint"
-		if oauth.Response != nil {
-			e.Status = oauth.Response.StatusCode
-		}
 	case e.Status == http.StatusTooManyRequests || e.Status >= 500:
 		e.Class, e.Reason = Retry, http.StatusText(e.Status)
 	case e.Status == 0:

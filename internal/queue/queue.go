@@ -26,10 +26,13 @@ type DeliverArgs struct {
 // Kind names the job.
 func (DeliverArgs) Kind() string { return "deliver" }
 
-// InsertOpts: pushes are worth little late, so they are tried a few times
-// only, and their own queue keeps housekeeping from delaying them.
+// InsertOpts: a push is retried while it is worth sending (the worker gives
+// up once the next try would come after the challenge's expiry or the
+// notification's end of life); the attempt limit only bounds a push that
+// keeps failing for most of an hour. Their own queue keeps housekeeping
+// from delaying them.
 func (DeliverArgs) InsertOpts() river.InsertOpts {
-	return river.InsertOpts{Queue: QueuePush, MaxAttempts: 5}
+	return river.InsertOpts{Queue: QueuePush, MaxAttempts: 20}
 }
 
 // QueuePush is the queue of deliveries.
