@@ -19,9 +19,13 @@ import (
 	"time"
 
 	"github.com/pushmfa/pushmfa/internal/pgtest"
+	"github.com/pushmfa/pushmfa/internal/pushtest"
 )
 
-var binary string
+var (
+	binary string
+	ca     *pushtest.CA
+)
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "pushmfa-server-bin")
@@ -37,8 +41,15 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "build server: %v\n%s", err, out)
 		os.Exit(1)
 	}
-	defer os.RemoveAll(dir)
-	pgtest.Main(m)
+	// The fake push providers' CA, in the system roots of this process and
+	// (through SSL_CERT_FILE, passed on explicitly) of the servers it runs.
+	if ca, err = pushtest.InstallCA(dir); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := pgtest.Run(m)
+	os.RemoveAll(dir)
+	os.Exit(code)
 }
 
 func key() string {

@@ -60,12 +60,16 @@ type harness struct {
 
 var h harness
 
-// Main runs the package's tests and then releases the shared cluster.
-func Main(m *testing.M) {
+// Main runs the package's tests, releases the shared cluster and exits.
+func Main(m *testing.M) { os.Exit(Run(m)) }
+
+// Run is Main for a TestMain with cleanup of its own to do before it
+// exits: it returns the exit code.
+func Run(m *testing.M) int {
 	h.mainRan = true
 	code := m.Run()
 	h.release()
-	os.Exit(code)
+	return code
 }
 
 // DB is a test's own database.
