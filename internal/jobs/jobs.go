@@ -42,6 +42,11 @@ const (
 
 	pushWorkers       = 100
 	pushFetchCooldown = 2 * time.Millisecond
+	// pushPollInterval is how late a push retry may start: River makes a
+	// retry due within its scheduler interval (5 s) available at once but
+	// sends no wake-up when it falls due, so the push queue polls this
+	// often rather than let a 1 s backoff become 5 s.
+	pushPollInterval = time.Second
 	// jobTimeout bounds a job without a timeout of its own.
 	jobTimeout           = 20 * time.Second
 	rescueStuckJobsAfter = 20 * time.Second
@@ -91,7 +96,8 @@ func NewClient(cfg Config) (*river.Client[pgx.Tx], error) {
 			// insert's NOTIFY wakes the queue, and a short cooldown lets
 			// the next batch be fetched at once. Sends wait on the network,
 			// not the CPU, so many run at a time.
-			queue.QueuePush:    {MaxWorkers: pushWorkers, FetchCooldown: pushFetchCooldown},
+			queue.QueuePush: {MaxWorkers: pushWorkers, FetchCooldown: pushFetchCooldown,
+				FetchPollInterval: pushPollInterval},
 			queue.QueueWebhook: {MaxWorkers: maxWorkers},
 		},
 		// A job whose process died is retried after this (and after its
