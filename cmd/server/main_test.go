@@ -84,6 +84,10 @@ func run(t *testing.T, env map[string]string, args ...string) (code int, stdout,
 
 func TestBadConfigurationExits(t *testing.T) {
 	t.Parallel()
+	badFile := filepath.Join(t.TempDir(), "junk")
+	if err := os.WriteFile(badFile, []byte("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	cases := []struct {
 		name string
 		env  map[string]string
@@ -107,6 +111,10 @@ func TestBadConfigurationExits(t *testing.T) {
 		{"database nowhere", map[string]string{"DATABASE_URL": "postgres://u:hunter2@127.0.0.1:1/x", "MASTER_KEY": key(),
 			"DATABASE_CONNECT_TIMEOUT": "1s", "LISTEN_ADDR": "127.0.0.1:0"}, 1, []string{"connect to database", "127.0.0.1"}},
 		{"stray argument", map[string]string{}, 2, []string{"unexpected argument"}},
+		{"apns key not a .p8", map[string]string{"APNS_KEY_FILE": badFile, "APNS_KEY_ID": "K", "APNS_TEAM_ID": "T",
+			"APNS_TOPIC": "com.example", "DATABASE_URL": "postgres://u@127.0.0.1:1/x", "MASTER_KEY": key()}, 1, []string{"APNS_KEY_FILE", ".p8"}},
+		{"fcm credentials not a service account", map[string]string{"FCM_CREDENTIALS_FILE": badFile, "FCM_PROJECT_ID": "p",
+			"DATABASE_URL": "postgres://u@127.0.0.1:1/x", "MASTER_KEY": key()}, 1, []string{"FCM_CREDENTIALS_FILE"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

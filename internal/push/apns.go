@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
 	"time"
 
 	"github.com/sideshow/apns2"
@@ -41,9 +42,14 @@ type APNs struct {
 
 // NewAPNs loads the key and prepares the client (it connects on first use).
 func NewAPNs(cfg APNsConfig) (*APNs, error) {
-	key, err := token.AuthKeyFromFile(cfg.KeyFile)
+	b, err := os.ReadFile(cfg.KeyFile)
 	if err != nil {
 		return nil, fmt.Errorf("APNS_KEY_FILE: %w", err)
+	}
+	key, err := token.AuthKeyFromBytes(b)
+	if err != nil {
+		// The parser's own words (ASN.1 tags) help nobody.
+		return nil, fmt.Errorf("APNS_KEY_FILE: %s is not an APNs signing key (the AuthKey_<KEYID>.p8 file Apple issues: a PKCS#8 PEM P-256 key)", cfg.KeyFile)
 	}
 	client := apns2.NewTokenClient(&token.Token{AuthKey: key, KeyID: cfg.KeyID, TeamID: cfg.TeamID})
 	client.Host = cfg.Endpoint

@@ -97,6 +97,12 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *Ser
 		}
 	}()
 
+	// The push credentials first: a bad key file stops the server before
+	// it starts a database.
+	router, err := pushRouter(ctx, cfg, logger)
+	if err != nil {
+		return nil, err
+	}
 	dbURL, masterKey := cfg.DatabaseURL, cfg.MasterKey
 	if cfg.Embedded() {
 		if dbURL, masterKey, err = s.startEmbedded(ctx); err != nil {
@@ -123,10 +129,6 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *Ser
 		return nil, err
 	}
 
-	router, err := pushRouter(ctx, cfg, logger)
-	if err != nil {
-		return nil, err
-	}
 	if err := s.metrics.RegisterPushQueue(func(ctx context.Context) (map[string]int64, error) {
 		return s.db.QueueDepth(ctx, queue.QueuePush)
 	}); err != nil {
