@@ -81,6 +81,43 @@ func startWithFakes(t *testing.T, opts ...apitest.Option) *pushEnv {
 	return &pushEnv{Env: apitest.Start(t, opts...), apns: apns, fcm: fcm}
 }
 
+// scriptedDevice enrolls a device of user that pushes through provider with
+// a fresh token, whose next answers from the provider are replies.
+func (p *pushEnv) scriptedDevice(t *testing.T, secret, user, provider string, replies ...pushtest.Reply) (*authenticator.Device, string) {
+	t.Helper()
+	tok, platform := apnsToken(t), "ios"
+	if provider == "fcm" {
+		tok, platform = fcmToken(t), "android"
+		p.fcm.Script(tok, replies...)
+	} else {
+		p.apns.Script(tok, replies...)
+	}
+	d := enrollDevice(t, p.Env, secret, user, authenticator.EnrollOptions{Platform: platform, PushProvider: provider, PushToken: tok})
+	return d, tok
+}
+
+// requests are the arrival times of every request to token, either provider.
+func (p *pushEnv) requests(token string) []time.Time {
+	var at []time.Time
+	for _, r := range p.apnsPushes(token) {
+		at = append(at, r.At)
+	}
+	for _, r := range p.fcmPushes(token) {
+		at = append(at, r.At)
+	}
+	return at
+}
+
+// pushState is what a device row says of its push service.
+func pushState(t *testing.T, e *apitest.Env, deviceID string) (provider string, hasToken, invalid bool) {
+	t.Helper()
+	if err := e.DB.Pool.QueryRow(context.Background(), `SELECT push_provider, push_token IS NOT NULL,
+		push_token_invalid_at IS NOT NULL FROM devices WHERE id = $1`, deviceID).Scan(&provider, &hasToken, &invalid); err != nil {
+		t.Fatal(err)
+	}
+	return provider, hasToken, invalid
+}
+
 func apnsToken(t *testing.T) string {
 	t.Helper()
 	b := make([]byte, 32)
@@ -364,14 +401,7 @@ func TestRefusedTokenMakesTheDevicePollOnly(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			user := "user" + strconv.Itoa(i)
-			tok := apnsToken(t)
-			if tt.provider == "fcm" {
-				tok = fcmToken(t)
-				p.fcm.Script(tok, pushtest.Reply{Reason: tt.reason})
-			} else {
-				p.apns.Script(tok, pushtest.Reply{Reason: tt.reason})
-			}
-			d := enrollDevice(t, p.Env, secret, user, authenticator.EnrollOptions{PushProvider: tt.provider, PushToken: tok})
+			d, _ := p.scriptedDevice(t, secret, user, tt.provider, pushtest.Reply{Reason: tt.reason})
 
 			c := newChallenge(t, p.Env, secret, user)
 			got := settled(t, p.Env, c.ID, d.DeviceID)
@@ -381,12 +411,7 @@ func TestRefusedTokenMakesTheDevicePollOnly(t *testing.T) {
 
 			// Poll-only: provider none, token erased, the time recorded; an
 			// audit event says why.
-			var provider string
-			var hasToken, marked bool
-			if err := p.DB.Pool.QueryRow(ctx, `SELECT push_provider, push_token IS NOT NULL, push_token_invalid_at IS NOT NULL
-				FROM devices WHERE id = $1`, d.DeviceID).Scan(&provider, &hasToken, &marked); err != nil {
-				t.Fatal(err)
-			}
+			provider, hasToken, marked := pushState(t, p.Env, d.DeviceID)
 			if provider != "none" || hasToken || !marked {
 				t.Errorf("device: provider %q, token kept %v, marked %v", provider, hasToken, marked)
 			}
@@ -446,7 +471,6 @@ func TestRefusedTokenMakesTheDevicePollOnly(t *testing.T) {
 func TestProviderFaultChangesNoDevice(t *testing.T) {
 	t.Parallel()
 	p := startWithFakes(t)
-	ctx := context.Background()
 	_, secret := createApp(t, p.Env, p.Bootstrap, map[string]any{"name": "VPN"})
 	tests := []struct {
 		name, provider string
@@ -461,26 +485,13 @@ func TestProviderFaultChangesNoDevice(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			user := "fault" + strconv.Itoa(i)
-			tok := apnsToken(t)
-			if tt.provider == "fcm" {
-				tok = fcmToken(t)
-				p.fcm.Script(tok, tt.reply)
-			} else {
-				p.apns.Script(tok, tt.reply)
-			}
-			d := enrollDevice(t, p.Env, secret, user, authenticator.EnrollOptions{PushProvider: tt.provider, PushToken: tok})
+			d, tok := p.scriptedDevice(t, secret, user, tt.provider, tt.reply)
 			c := newChallenge(t, p.Env, secret, user)
 			got := settled(t, p.Env, c.ID, d.DeviceID)
 			if got.Outcome != "failed" || got.Attempts != 1 || !strings.Contains(got.Reason, tt.reason) {
 				t.Errorf("delivery %+v", got)
 			}
-			var provider string
-			var hasToken, marked bool
-			if err := p.DB.Pool.QueryRow(ctx, `SELECT push_provider, push_token IS NOT NULL, push_token_invalid_at IS NOT NULL
-				FROM devices WHERE id = $1`, d.DeviceID).Scan(&provider, &hasToken, &marked); err != nil {
-				t.Fatal(err)
-			}
-			if provider != tt.provider || !hasToken || marked {
+			if provider, hasToken, marked := pushState(t, p.Env, d.DeviceID); provider != tt.provider || !hasToken || marked {
 				t.Errorf("device changed: provider %q, token kept %v, marked %v", provider, hasToken, marked)
 			}
 			metric := `pushmfa_push_provider_faults_total{provider="` + tt.provider + `",reason="` + tt.reason + `"} 1`
@@ -488,7 +499,7 @@ func TestProviderFaultChangesNoDevice(t *testing.T) {
 				t.Errorf("/metrics lacks %s", metric)
 			}
 			p.Logs.Await(t, `"level":"ERROR"`, "no device is at fault", d.DeviceID, tt.reason)
-			if n := len(p.apnsPushes(tok)) + len(p.fcmPushes(tok)); n != 1 {
+			if n := len(p.requests(tok)); n != 1 {
 				t.Errorf("the provider got %d requests, want 1 (a fault of ours is not retried)", n)
 			}
 		})
@@ -515,26 +526,13 @@ func TestTransientFailuresAreRetried(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			user := "retry" + strconv.Itoa(i)
-			tok := apnsToken(t)
-			if tt.provider == "fcm" {
-				tok = fcmToken(t)
-				p.fcm.Script(tok, tt.replies...)
-			} else {
-				p.apns.Script(tok, tt.replies...)
-			}
-			d := enrollDevice(t, p.Env, secret, user, authenticator.EnrollOptions{PushProvider: tt.provider, PushToken: tok})
+			d, tok := p.scriptedDevice(t, secret, user, tt.provider, tt.replies...)
 			c := newChallenge(t, p.Env, secret, user)
 			got := settled(t, p.Env, c.ID, d.DeviceID)
 			if got.Outcome != "sent" || got.Attempts != len(tt.replies)+1 {
 				t.Errorf("delivery %+v, want sent at attempt %d", got, len(tt.replies)+1)
 			}
-			var at []time.Time
-			for _, r := range p.apnsPushes(tok) {
-				at = append(at, r.At)
-			}
-			for _, r := range p.fcmPushes(tok) {
-				at = append(at, r.At)
-			}
+			at := p.requests(tok)
 			if len(at) != len(tt.replies)+1 {
 				t.Fatalf("the provider got %d requests, want %d", len(at), len(tt.replies)+1)
 			}
@@ -556,9 +554,7 @@ func TestNoPushOnceItIsOver(t *testing.T) {
 
 	t.Run("answered meanwhile", func(t *testing.T) {
 		t.Parallel()
-		tok := apnsToken(t)
-		p.apns.Script(tok, pushtest.Reply{Status: 503, RetryAfter: "2"})
-		d := enrollDevice(t, p.Env, secret, "answered", authenticator.EnrollOptions{PushProvider: "apns", PushToken: tok})
+		d, tok := p.scriptedDevice(t, secret, "answered", "apns", pushtest.Reply{Status: 503, RetryAfter: "2"})
 		c := newChallenge(t, p.Env, secret, "answered")
 		waitFor(t, func() bool { return deliveryOf(t, p.Env, c.ID, d.DeviceID).Outcome == "retrying" })
 		if _, err := d.Respond(ctx, c.ID, authenticator.Answer{Decision: "deny", UV: true}); err != nil {
@@ -573,9 +569,7 @@ func TestNoPushOnceItIsOver(t *testing.T) {
 	})
 	t.Run("expired meanwhile", func(t *testing.T) {
 		t.Parallel()
-		tok := fcmToken(t)
-		p.fcm.Script(tok, pushtest.Reply{Reason: "UNAVAILABLE", RetryAfter: "2"})
-		d := enrollDevice(t, p.Env, secret, "expired", authenticator.EnrollOptions{Platform: "android", PushProvider: "fcm", PushToken: tok})
+		d, tok := p.scriptedDevice(t, secret, "expired", "fcm", pushtest.Reply{Reason: "UNAVAILABLE", RetryAfter: "2"})
 		c := newChallenge(t, p.Env, secret, "expired")
 		waitFor(t, func() bool { return deliveryOf(t, p.Env, c.ID, d.DeviceID).Outcome == "retrying" })
 		expireNow(t, p.Env, c.ID)
@@ -588,9 +582,7 @@ func TestNoPushOnceItIsOver(t *testing.T) {
 	})
 	t.Run("Retry-After beyond the challenge's life", func(t *testing.T) {
 		t.Parallel()
-		tok := apnsToken(t)
-		p.apns.Script(tok, pushtest.Reply{Status: 429, RetryAfter: "3600"})
-		d := enrollDevice(t, p.Env, secret, "later", authenticator.EnrollOptions{PushProvider: "apns", PushToken: tok})
+		d, _ := p.scriptedDevice(t, secret, "later", "apns", pushtest.Reply{Status: 429, RetryAfter: "3600"})
 		c := newChallenge(t, p.Env, secret, "later")
 		got := settled(t, p.Env, c.ID, d.DeviceID)
 		if got.Outcome != "failed" || got.Attempts != 1 || !strings.Contains(got.Reason, "gave up") {

@@ -20,17 +20,14 @@ import (
 var ca *pushtest.CA
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "push-test")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	if ca, err = pushtest.InstallCA(dir); err != nil {
+	var remove func()
+	var err error
+	if ca, remove, err = pushtest.InstallTempCA(); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	code := m.Run()
-	os.RemoveAll(dir)
+	remove()
 	os.Exit(code)
 }
 

@@ -144,6 +144,25 @@ func InstallCA(dir string) (*CA, error) {
 	return installed.ca, installed.err
 }
 
+// InstallTempCA is InstallCA into a fresh temporary directory, which
+// remove deletes: for a TestMain, to call once its tests are done.
+func InstallTempCA() (ca *CA, remove func(), err error) {
+	dir, err := os.MkdirTemp("", "pushtest-ca")
+	if err != nil {
+		return nil, nil, fmt.Errorf("pushtest: CA directory: %w", err)
+	}
+	// Readable by all, so a server under test may run as another user.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		os.RemoveAll(dir)
+		return nil, nil, fmt.Errorf("pushtest: CA directory: %w", err)
+	}
+	if ca, err = InstallCA(dir); err != nil {
+		os.RemoveAll(dir)
+		return nil, nil, err
+	}
+	return ca, func() { os.RemoveAll(dir) }, nil
+}
+
 func installCA(dir string) (*CA, error) {
 	ca, err := NewCA()
 	if err != nil {
