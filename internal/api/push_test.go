@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"maps"
 	"net/http"
 	"os"
@@ -16,6 +17,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/pushmfa/pushmfa/internal/apitest"
 	"github.com/pushmfa/pushmfa/internal/authenticator"
@@ -642,4 +645,49 @@ func TestTimelineAccess(t *testing.T) {
 	want(t, e.JSON(t, "GET", path, "", nil), http.StatusUnauthorized, "unauthorized")
 	want(t, e.JSON(t, "GET", "/v1/admin/challenges/not-an-id/timeline", e.Bootstrap, nil), http.StatusNotFound, "not_found")
 	want(t, e.JSON(t, "GET", "/v1/admin/challenges/0199a0b2-0000-7000-8000-000000000000/timeline", e.Bootstrap, nil), http.StatusNotFound, "not_found")
+}
+
+// TestPushesOfADeadWorkerAreRescued: a deliver job left running by a
+// process that died (here: made to look so) is stood in for by one new job
+// within the two-second sweep once it is older than any live worker's
+// job, not after River's own 30-second rescuer round; and only once.
+func TestPushesOfADeadWorkerAreRescued(t *testing.T) {
+	t.Parallel()
+	p := startWithFakes(t)
+	ctx := context.Background()
+	_, secret := createApp(t, p.Env, p.Bootstrap, map[string]any{"name": "VPN"})
+	d, tok := p.scriptedDevice(t, secret, "lazarus", "apns", pushtest.Reply{Status: 503, RetryAfter: "30"})
+	c := newChallenge(t, p.Env, secret, "lazarus")
+	waitFor(t, func() bool { return deliveryOf(t, p.Env, c.ID, d.DeviceID).Outcome == "retrying" })
+
+	// Once the job snoozes (30 s), make it look taken by a worker that
+	// died 20 s ago.
+	var job int64
+	waitFor(t, func() bool {
+		err := p.DB.Pool.QueryRow(ctx, `UPDATE river_job SET state = 'running', attempted_at = now() - interval '20 seconds',
+			attempted_by = '{dead-process}' WHERE kind = 'deliver' AND state = 'scheduled' AND args->>'delivery_id' =
+			(SELECT id::text FROM deliveries WHERE challenge_id = $1 AND device_id = $2) RETURNING id`, c.ID, d.DeviceID).Scan(&job)
+		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			t.Fatal(err)
+		}
+		return err == nil
+	})
+	got := settled(t, p.Env, c.ID, d.DeviceID)
+	if got.Outcome != "sent" || got.Attempts != 2 {
+		t.Errorf("delivery %+v, want sent at the second attempt", got)
+	}
+	if n := len(p.requests(tok)); n != 2 {
+		t.Errorf("APNs got %d requests, want 2", n)
+	}
+	// Later sweeps find the stuck job again and queue nothing more.
+	time.Sleep(2500 * time.Millisecond)
+	var rescues int
+	if err := p.DB.Pool.QueryRow(ctx, `SELECT count(*) FROM river_job WHERE kind = 'deliver'
+		AND (args->>'rescue_of')::bigint = $1`, job).Scan(&rescues); err != nil {
+		t.Fatal(err)
+	}
+	if rescues != 1 {
+		t.Errorf("%d rescue jobs for job %d, want 1", rescues, job)
+	}
+	p.Logs.Await(t, "pushes left running by a process that stopped are queued again")
 }

@@ -77,7 +77,7 @@ func NewClient(cfg Config) (*river.Client[pgx.Tx], error) {
 	river.AddWorker(workers, &expireEnrollmentsWorker{db: cfg.DB})
 	river.AddWorker(workers, &deliverWorker{db: cfg.DB, push: cfg.Push, metrics: cfg.Metrics, logger: cfg.Logger})
 	river.AddWorker(workers, &webhookWorker{db: cfg.DB, client: cfg.Webhook, logger: cfg.Logger})
-	river.AddWorker(workers, &expireChallengesWorker{db: cfg.DB})
+	river.AddWorker(workers, &expireChallengesWorker{db: cfg.DB, logger: cfg.Logger})
 
 	maxWorkers := cfg.MaxWorkers
 	if maxWorkers <= 0 {
@@ -279,6 +279,9 @@ type deliverWorker struct {
 const (
 	sendTimeout    = 10 * time.Second
 	deliverTimeout = 15 * time.Second
+	// pushStuckAfter is when a deliver job still running must belong to a
+	// process that died: a live one ends at deliverTimeout.
+	pushStuckAfter = deliverTimeout + 2*time.Second
 )
 
 // Timeout bounds one attempt.
@@ -413,13 +416,23 @@ type ExpireChallengesArgs struct{}
 // Kind names the job.
 func (ExpireChallengesArgs) Kind() string { return "expire_challenges" }
 
+// expireChallengesWorker is the two-second sweep: it records the expiry of
+// challenges past their time, and stands in for pushes whose worker died
+// with its process.
 type expireChallengesWorker struct {
 	river.WorkerDefaults[ExpireChallengesArgs]
-	db *postgres.DB
+	db     *postgres.DB
+	logger *slog.Logger
 }
 
 func (w *expireChallengesWorker) Work(ctx context.Context, _ *river.Job[ExpireChallengesArgs]) error {
-	_, err := w.db.ExpireChallenges(ctx)
+	if _, err := w.db.ExpireChallenges(ctx); err != nil {
+		return err
+	}
+	n, err := w.db.RescuePushes(ctx, pushStuckAfter)
+	if n > 0 {
+		w.logger.Warn("pushes left running by a process that stopped are queued again", "pushes", n)
+	}
 	return err
 }
 

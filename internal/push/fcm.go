@@ -35,8 +35,10 @@ type FCM struct {
 // fcmScope is the one OAuth2 scope sending needs.
 const fcmScope = "https://www.googleapis.com/auth/firebase.messaging"
 
-// tokenTimeout bounds a request for an access token.
-const tokenTimeout = 10 * time.Second
+// tokenTimeout bounds a request for an access token. The token source
+// does not take the send's context, so this and the send's own deadline
+// together must stay within the deliver job's timeout.
+const tokenTimeout = 4 * time.Second
 
 // NewFCM reads the service account and prepares the client (it fetches an
 // OAuth2 token on first use).

@@ -21,6 +21,9 @@ type Inserter interface {
 // outcome on its row.
 type DeliverArgs struct {
 	DeliveryID string `json:"delivery_id"`
+	// RescueOf is the job this one stands in for: a deliver job left
+	// running by a process that died (see postgres.RescuePushes).
+	RescueOf int64 `json:"rescue_of,omitempty"`
 }
 
 // Kind names the job.
@@ -33,6 +36,15 @@ func (DeliverArgs) Kind() string { return "deliver" }
 // from delaying them.
 func (DeliverArgs) InsertOpts() river.InsertOpts {
 	return river.InsertOpts{Queue: QueuePush, MaxAttempts: 20}
+}
+
+// RescueOpts are the insert options of a rescue: DeliverArgs' own, and
+// unique by arguments, so a stuck job is stood in for once however many
+// sweeps find it.
+func RescueOpts() *river.InsertOpts {
+	o := DeliverArgs{}.InsertOpts()
+	o.UniqueOpts = river.UniqueOpts{ByArgs: true}
+	return &o
 }
 
 // QueuePush is the queue of deliveries.
