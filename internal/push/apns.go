@@ -57,7 +57,7 @@ func NewAPNs(cfg APNsConfig) (*APNs, error) {
 		client.Host = apns2.HostProduction
 	}
 	// apns2 does not surface response headers; Retry-After is read here.
-	client.HTTPClient.Transport = retryAfterTransport{base: client.HTTPClient.Transport}
+	client.HTTPClient.Transport = recordingTransport{base: client.HTTPClient.Transport}
 	return &APNs{client: client, topic: cfg.Topic}, nil
 }
 
@@ -157,20 +157,33 @@ func withHeaderSink(ctx context.Context, a *answer) context.Context {
 	return context.WithValue(ctx, headerSink{}, a)
 }
 
-type retryAfterTransport struct{ base http.RoundTripper }
+// recordingTransport hands the provider what its client library hides: the
+// status and headers of each answer (Retry-After), through the request's
+// header sink. With hide503 it also shows the library a 503 as a 500, so
+// that the Firebase SDK does not retry it by itself: the worker retries,
+// durably, and stops once the push is stale. The body, which the library
+// reads the error from, is left as the service sent it.
+type recordingTransport struct {
+	base    http.RoundTripper
+	hide503 bool
+}
 
-func (t retryAfterTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+func (t recordingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	res, err := t.base.RoundTrip(r)
-	if err == nil {
-		if sink, ok := r.Context().Value(headerSink{}).(*answer); ok {
-			sink.status, sink.header = res.StatusCode, res.Header.Clone()
-		}
+	if err != nil {
+		return nil, err
 	}
-	return res, err
+	if sink, ok := r.Context().Value(headerSink{}).(*answer); ok {
+		sink.status, sink.header = res.StatusCode, res.Header.Clone()
+	}
+	if t.hide503 && res.StatusCode == http.StatusServiceUnavailable {
+		res.StatusCode, res.Status = http.StatusInternalServerError, "500 Internal Server Error"
+	}
+	return res, nil
 }
 
 // CloseIdleConnections lets the transport go (tests, shutdown).
-func (t retryAfterTransport) CloseIdleConnections() {
+func (t recordingTransport) CloseIdleConnections() {
 	if c, ok := t.base.(interface{ CloseIdleConnections() }); ok {
 		c.CloseIdleConnections()
 	}

@@ -62,7 +62,7 @@ func NewFCM(ctx context.Context, cfg FCMConfig) (*FCM, error) {
 	}
 	base := http.DefaultTransport.(*http.Transport).Clone()
 	base.MaxIdleConnsPerHost = 64
-	hc := &http.Client{Transport: &oauth2.Transport{Source: creds.TokenSource, Base: fcmTransport{base: base}}}
+	hc := &http.Client{Transport: &oauth2.Transport{Source: creds.TokenSource, Base: recordingTransport{base: base, hide503: true}}}
 	opts := []option.ClientOption{option.WithHTTPClient(hc)}
 	if cfg.Endpoint != "" {
 		opts = append(opts, option.WithEndpoint(cfg.Endpoint))
@@ -76,26 +76,6 @@ func NewFCM(ctx context.Context, cfg FCMConfig) (*FCM, error) {
 		return nil, fmt.Errorf("FCM: %w", err)
 	}
 	return &FCM{client: client, tokens: creds.TokenSource}, nil
-}
-
-// fcmTransport hands the worker what the SDK hides: it records the status
-// and headers FCM answered (Retry-After) through the request's header sink,
-// and shows the SDK a 503 as a 500 so that it does not retry by itself. The
-// error body, which the SDK classifies by, is left as FCM sent it.
-type fcmTransport struct{ base http.RoundTripper }
-
-func (t fcmTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	res, err := t.base.RoundTrip(r)
-	if err != nil {
-		return nil, err
-	}
-	if sink, ok := r.Context().Value(headerSink{}).(*answer); ok {
-		sink.status, sink.header = res.StatusCode, res.Header.Clone()
-	}
-	if res.StatusCode == http.StatusServiceUnavailable {
-		res.StatusCode, res.Status = http.StatusInternalServerError, "500 Internal Server Error"
-	}
-	return res, nil
 }
 
 // Name is "fcm".
