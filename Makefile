@@ -35,9 +35,11 @@ fuzz: deps ## Run every fuzz target for FUZZTIME each
 	done
 
 BENCHRUNS ?= 3
-bench: deps build ## Run the benchmarks (the sign-in path: BENCHRUNS runs, medians), then the Go micro-benchmarks
+BENCHPUSHFLAGS ?=
+bench: deps build ## Run the benchmarks (the sign-in path, then push delivery: BENCHRUNS runs each, medians), then the Go micro-benchmarks
 	$(GO) build -o bin/mfabench ./cmd/mfabench
 	./bin/mfabench -runs $(BENCHRUNS)
+	./bin/mfabench -push -runs $(BENCHRUNS) $(BENCHPUSHFLAGS)
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
 db/reset: ## Delete the local data directory (cluster, master key, demo credentials)

@@ -11,8 +11,9 @@
 //	(e) in the same run, pgbench's one-row INSERT rate on the same cluster,
 //	    the ceiling of commits per second
 //
-// It prints a table and writes JSON under bench/results/. `make bench` runs
-// it; -runs N repeats the whole measurement and reports medians.
+// With -push it measures push delivery instead (push.go). It prints a table
+// and writes JSON under bench/results/. `make bench` runs both; -runs N
+// repeats the whole measurement and reports medians.
 package main
 
 import (
@@ -25,7 +26,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"os"
 	"os/exec"
@@ -46,16 +46,22 @@ import (
 )
 
 type options struct {
-	server      string
-	runs        int
-	creates     int
-	wakes       int
-	duration    time.Duration
-	concurrency int
-	users       int
-	out         string
-	profile     string
-	statements  bool
+	server          string
+	runs            int
+	creates         int
+	wakes           int
+	duration        time.Duration
+	concurrency     int
+	users           int
+	out             string
+	profile         string
+	statements      bool
+	push            bool
+	challenges      int
+	pushUsers       int
+	pushConcurrency int
+	serverEnv       []string
+	dbParams        string
 }
 
 func main() {
@@ -68,10 +74,28 @@ func main() {
 	flag.IntVar(&o.concurrency, "concurrency", 16, "concurrent full cycles")
 	flag.IntVar(&o.users, "users", 64, "users (each with one enrolled device)")
 	flag.StringVar(&o.out, "out", "bench/results", "directory for the JSON results")
-	flag.StringVar(&o.profile, "profile", "", "write a CPU profile of the server during the full cycles to this file")
-	flag.BoolVar(&o.statements, "statements", false, "print the statements run per full cycle (pg_stat_statements)")
+	flag.StringVar(&o.profile, "profile", "", "write a CPU profile of the server during the full cycles (with -push: the burst's first -duration) to this file")
+	flag.BoolVar(&o.statements, "statements", false, "print the statements run per full cycle (pg_stat_statements); with -push, per challenge, and what the server's database sessions wait on")
+	flag.BoolVar(&o.push, "push", false, "measure push delivery (push.go) instead of the sign-in path")
+	flag.IntVar(&o.challenges, "challenges", 10000, "with -push: challenges in the burst")
+	flag.IntVar(&o.pushUsers, "push-users", 200, "with -push: users, each with one APNs and one FCM device")
+	flag.IntVar(&o.pushConcurrency, "push-concurrency", 64, "with -push: concurrent clients creating the burst's challenges")
+	flag.Func("server-env", "add KEY=VALUE to the server's environment (repeatable), for experiments", func(v string) error {
+		if !strings.Contains(v, "=") {
+			return errors.New("want KEY=VALUE")
+		}
+		o.serverEnv = append(o.serverEnv, v)
+		return nil
+	})
+	flag.StringVar(&o.dbParams, "db-params", "", "add these parameters to the server's DATABASE_URL (such as pool_max_conns=32), for experiments")
 	flag.Parse()
-	if err := run(o); err != nil {
+	var err error
+	if o.push {
+		err = pushMain(o)
+	} else {
+		err = run(o)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "mfabench:", err)
 		os.Exit(1)
 	}
@@ -119,96 +143,15 @@ func once(o options) (Result, error) {
 	var res Result
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-
-	// A private cluster with the server's own durable settings.
-	dir, err := os.MkdirTemp("", "mfabench")
+	st, err := start(ctx, o)
 	if err != nil {
 		return res, err
 	}
-	defer os.RemoveAll(dir)
-	_ = os.Chmod(dir, 0o755)
-	password := randomB64(24)
-	settings := map[string]string{"max_connections": "200"}
-	if o.statements {
-		settings["shared_preload_libraries"] = "pg_stat_statements"
-	}
-	cluster, err := localpg.New(localpg.Options{Dir: filepath.Join(dir, "pg"), Password: password,
-		Settings: settings, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		return res, err
-	}
-	if _, err := cluster.Init(ctx); err != nil {
-		return res, err
-	}
-	if err := cluster.Start(ctx); err != nil {
-		return res, err
-	}
-	defer cluster.Stop(context.Background()) //nolint:errcheck
-	admin, err := pgx.Connect(ctx, cluster.URL("postgres"))
-	if err != nil {
-		return res, err
-	}
-	defer admin.Close(context.Background())
-	if _, err := admin.Exec(ctx, `CREATE DATABASE pushmfa`); err != nil {
-		return res, err
-	}
-	var stmts *pgx.Conn
-	if o.statements {
-		u := cluster.URL("pushmfa")
-		if stmts, err = pgx.Connect(ctx, u); err != nil {
-			return res, err
-		}
-		defer stmts.Close(context.Background())
-		if _, err := stmts.Exec(ctx, `CREATE EXTENSION IF NOT EXISTS pg_stat_statements`); err != nil {
-			return res, err
-		}
-	}
-
-	// The server, as a child process, so its CPU time is its own.
-	bootstrap := "bootstrap-" + randomB64(32)
-	srv := exec.Command(o.server)
-	srv.Env = append(os.Environ(), "DATABASE_URL="+cluster.URL("pushmfa"), "MASTER_KEY="+randomB64(32),
-		"LISTEN_ADDR=127.0.0.1:0", "BOOTSTRAP_ADMIN_TOKEN="+bootstrap, "LOG_LEVEL=info")
-	if o.profile != "" {
-		srv.Env = append(srv.Env, "PPROF_ADDR=127.0.0.1:6061")
-	}
-	stderr, err := srv.StderrPipe()
-	if err != nil {
-		return res, err
-	}
-	if err := srv.Start(); err != nil {
-		return res, err
-	}
-	defer func() { _ = srv.Process.Kill(); _ = srv.Wait() }()
-	addr, err := serving(stderr)
-	if err != nil {
-		return res, err
-	}
-	base := "http://" + addr
-	transport := &http.Transport{MaxIdleConnsPerHost: 4 * o.concurrency, MaxIdleConns: 8 * o.concurrency}
-	httpc := &http.Client{Transport: transport, Timeout: 90 * time.Second}
-
-	// A tenant set up for load: no guard limits in the way.
-	adm := client.New(base, bootstrap)
-	adm.HTTP = httpc
-	app, err := adm.CreateApplication(ctx, client.NewApplication{Name: "bench"})
-	if err != nil {
-		return res, err
-	}
-	patch := map[string]json.RawMessage{"challenges_per_window": raw(1000000), "challenge_window_seconds": raw(1),
-		"max_pending_challenges": raw(1000), "challenge_ttl_seconds": raw(120)}
-	if _, err := adm.PatchPolicy(ctx, "default", patch); err != nil {
-		return res, err
-	}
-	rp := client.New(base, app.Secret)
-	rp.HTTP = httpc
+	defer st.close()
+	srv, admin, stmts, rp := st.srv, st.admin, st.stmts, st.rp
 	devs := make([]*authenticator.Device, o.users)
 	for i := range devs {
-		var en wire.Enrollment
-		if err := adm.Do(ctx, "POST", fmt.Sprintf("/v1/admin/users/u%03d/enrollments", i), nil, &en); err != nil {
-			return res, err
-		}
-		if devs[i], err = authenticator.Enroll(ctx, en.URI, authenticator.EnrollOptions{Name: "bench", Platform: "bench", HTTP: httpc}); err != nil {
+		if devs[i], err = st.enroll(ctx, fmt.Sprintf("u%03d", i), authenticator.EnrollOptions{}); err != nil {
 			return res, err
 		}
 	}
@@ -358,7 +301,7 @@ func once(o options) (Result, error) {
 	if stmts != nil {
 		fmt.Fprintf(os.Stderr, "transactions in the window: %d (autovacuum and autoanalyze runs: %d, sessions opened: %d)\n",
 			s1.tx-s0.tx, s1.maint-s0.maint, s1.conns-s0.conns)
-		printStatements(ctx, stmts, res.Cycles)
+		printStatements(ctx, stmts, res.Cycles, "full cycle")
 		// What an idle server runs.
 		time.Sleep(statsSettle)
 		_, _ = stmts.Exec(ctx, `SELECT pg_stat_statements_reset()`)
@@ -366,7 +309,7 @@ func once(o options) (Result, error) {
 		time.Sleep(20 * time.Second)
 		i1, _ := xacts(ctx, admin)
 		fmt.Fprintf(os.Stderr, "\nidle for 20 s: %d transactions\n", i1-i0)
-		printStatements(ctx, stmts, 20)
+		printStatements(ctx, stmts, 20, "second")
 	}
 	res.CyclesPerSecond = float64(res.Cycles) / s1.at.Sub(s0.at).Seconds()
 	res.ServerCPUPerCycle = (s1.cpu - s0.cpu).Seconds() * 1000 / float64(res.Cycles)
@@ -375,7 +318,7 @@ func once(o options) (Result, error) {
 	// (e) the commit ceiling on this cluster, in the same run.
 	_ = srv.Process.Signal(os.Interrupt)
 	_ = srv.Wait()
-	if res.PgbenchInsertTPS, err = pgbench(ctx, cluster, password, dir); err != nil {
+	if res.PgbenchInsertTPS, err = pgbench(ctx, st.cluster, st.password, st.dir); err != nil {
 		return res, err
 	}
 	return res, nil
@@ -593,20 +536,22 @@ func saveProfile(path string, d time.Duration) error {
 	return err
 }
 
-// printStatements lists what the database ran per full cycle.
-func printStatements(ctx context.Context, conn *pgx.Conn, cycles int64) {
-	rows, err := conn.Query(ctx, `SELECT calls, left(regexp_replace(query, '\s+', ' ', 'g'), 110) FROM pg_stat_statements
+// printStatements lists what the database ran per full cycle (or per
+// whatever n counts).
+func printStatements(ctx context.Context, conn *pgx.Conn, n int64, per string) {
+	rows, err := conn.Query(ctx, `SELECT calls, total_exec_time, max_exec_time, left(regexp_replace(query, '\s+', ' ', 'g'), 90) FROM pg_stat_statements
 		WHERE dbid = (SELECT oid FROM pg_database WHERE datname = 'pushmfa') ORDER BY calls DESC LIMIT 40`)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "statements:", err)
 		return
 	}
 	defer rows.Close()
-	fmt.Fprintf(os.Stderr, "\nstatements per full cycle (%d cycles):\n", cycles)
+	fmt.Fprintf(os.Stderr, "\nstatements per %s (%d), with the mean and the longest execution time:\n", per, n)
 	for rows.Next() {
 		var calls int64
+		var total, longest float64
 		var q string
-		_ = rows.Scan(&calls, &q)
-		fmt.Fprintf(os.Stderr, "%8.3f  %s\n", float64(calls)/float64(cycles), q)
+		_ = rows.Scan(&calls, &total, &longest, &q)
+		fmt.Fprintf(os.Stderr, "%8.3f %8.3f %8.1f ms  %s\n", float64(calls)/float64(n), total/float64(max(calls, 1)), longest, q)
 	}
 }
