@@ -40,8 +40,9 @@ const (
 	// notification was missed.
 	fetchPollInterval = 5 * time.Second
 
-	pushWorkers       = 100
-	pushFetchCooldown = 2 * time.Millisecond
+	pushWorkers               = 100
+	pushFetchCooldown         = 2 * time.Millisecond
+	housekeepingFetchCooldown = 100 * time.Millisecond
 	// pushPollInterval is how late a push retry may start: River makes a
 	// retry due within its scheduler interval (5 s) available at once but
 	// sends no wake-up when it falls due, so the push queue polls this
@@ -91,15 +92,19 @@ func NewClient(cfg Config) (*river.Client[pgx.Tx], error) {
 	client, err := river.NewClient(riverpgxv5.New(cfg.DB.Pool()), &river.Config{
 		Logger: slog.New(warnOnly{cfg.Logger.Handler()}),
 		Queues: map[string]river.QueueConfig{
-			river.QueueDefault: {MaxWorkers: maxWorkers},
+			river.QueueDefault: {MaxWorkers: maxWorkers, FetchCooldown: housekeepingFetchCooldown},
 			// Pushes start the instant their challenge commits: the
 			// insert's NOTIFY wakes the queue, and a short cooldown lets
 			// the next batch be fetched at once. Sends wait on the network,
 			// not the CPU, so many run at a time.
 			queue.QueuePush: {MaxWorkers: pushWorkers, FetchCooldown: pushFetchCooldown,
 				FetchPollInterval: pushPollInterval},
-			queue.QueueWebhook: {MaxWorkers: maxWorkers},
+			queue.QueueWebhook: {MaxWorkers: maxWorkers, FetchCooldown: housekeepingFetchCooldown},
 		},
+		// The client's cooldown is also how often an insert may NOTIFY
+		// its queue: River sends no NOTIFY for an insert within this of
+		// the last, so a push inserted then waits for the next fetch.
+		FetchCooldown: pushFetchCooldown,
 		// A job whose process died is retried after this (and after its
 		// own timeout): pushes are worth little late.
 		JobTimeout:           jobTimeout,
