@@ -36,10 +36,12 @@ fuzz: deps ## Run every fuzz target for FUZZTIME each
 
 BENCHRUNS ?= 3
 BENCHPUSHFLAGS ?=
-bench: deps build ## Run the benchmarks (the sign-in path, then push delivery: BENCHRUNS runs each, medians), then the Go micro-benchmarks
+bench: deps build ## Run the benchmarks (the sign-in path, push delivery in a burst and at a sustained load: BENCHRUNS runs each, medians), then the Go micro-benchmarks
 	$(GO) build -o bin/mfabench ./cmd/mfabench
 	./bin/mfabench -runs $(BENCHRUNS)
 	./bin/mfabench -push -runs $(BENCHRUNS) $(BENCHPUSHFLAGS)
+	@echo "push delivery at a load the machine sustains (one client creating challenges one after another):"
+	./bin/mfabench -push -runs $(BENCHRUNS) -push-concurrency 1 -challenges 2000 $(BENCHPUSHFLAGS)
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
 db/reset: ## Delete the local data directory (cluster, master key, demo credentials)
