@@ -44,8 +44,8 @@ const (
 	// have settled. Jobs the dead process held stay "running" in River;
 	// the two-second sweep queues a stand-in for each once it is older
 	// than any live worker's job may run (17 s: internal/jobs'
-	// pushStuckAfter), rather than River's own rescuer, whose fixed 30 s
-	// round would leave them for up to 50 s. The rest is room for a
+	// pushStuckAfter), rather than River's own rescuer, which waits a
+	// minute and runs on a fixed 30 s round. The rest is room for a
 	// loaded machine.
 	crashSettleBy = 30 * time.Second
 

@@ -650,7 +650,8 @@ func TestTimelineAccess(t *testing.T) {
 // TestPushesOfADeadWorkerAreRescued: a deliver job left running by a
 // process that died (here: made to look so) is stood in for by one new job
 // within the two-second sweep once it is older than any live worker's
-// job, not after River's own 30-second rescuer round; and only once.
+// job, not after River's own rescuer (a minute, on a 30-second round); and
+// only once.
 func TestPushesOfADeadWorkerAreRescued(t *testing.T) {
 	t.Parallel()
 	p := startWithFakes(t)
@@ -661,10 +662,11 @@ func TestPushesOfADeadWorkerAreRescued(t *testing.T) {
 	waitFor(t, func() bool { return deliveryOf(t, p.Env, c.ID, d.DeviceID).Outcome == "retrying" })
 
 	// Once the job snoozes (30 s), make it look taken by a worker that
-	// died 20 s ago.
+	// died 25 s ago: past any live worker's time (17 s), not yet River's
+	// own rescuer's (a minute).
 	var job int64
 	waitFor(t, func() bool {
-		err := p.DB.Pool.QueryRow(ctx, `UPDATE river_job SET state = 'running', attempted_at = now() - interval '20 seconds',
+		err := p.DB.Pool.QueryRow(ctx, `UPDATE river_job SET state = 'running', attempted_at = now() - interval '25 seconds',
 			attempted_by = '{dead-process}' WHERE kind = 'deliver' AND state = 'scheduled' AND args->>'delivery_id' =
 			(SELECT id::text FROM deliveries WHERE challenge_id = $1 AND device_id = $2) RETURNING id`, c.ID, d.DeviceID).Scan(&job)
 		if err != nil && !errors.Is(err, pgx.ErrNoRows) {

@@ -49,8 +49,11 @@ const (
 	// often rather than let a 1 s backoff become 5 s.
 	pushPollInterval = time.Second
 	// jobTimeout bounds a job without a timeout of its own.
-	jobTimeout           = 20 * time.Second
-	rescueStuckJobsAfter = 20 * time.Second
+	jobTimeout = 20 * time.Second
+	// rescueStuckJobsAfter is when River's rescuer retries a job left
+	// running by a dead process (on its own 30 s round). Pushes do not
+	// wait for it: the sweep stands in for them after pushStuckAfter.
+	rescueStuckJobsAfter = time.Minute
 )
 
 // Config is what the workers need.
@@ -105,8 +108,6 @@ func NewClient(cfg Config) (*river.Client[pgx.Tx], error) {
 		// its queue: River sends no NOTIFY for an insert within this of
 		// the last, so a push inserted then waits for the next fetch.
 		FetchCooldown: pushFetchCooldown,
-		// A job whose process died is retried after this (and after its
-		// own timeout): pushes are worth little late.
 		JobTimeout:           jobTimeout,
 		RescueStuckJobsAfter: rescueStuckJobsAfter,
 		Workers:              workers,
@@ -431,10 +432,7 @@ type expireChallengesWorker struct {
 }
 
 func (w *expireChallengesWorker) Work(ctx context.Context, _ *river.Job[ExpireChallengesArgs]) error {
-	if _, err := w.db.ExpireChallenges(ctx); err != nil {
-		return err
-	}
-	n, err := w.db.RescuePushes(ctx, pushStuckAfter)
+	_, n, err := w.db.Sweep(ctx, pushStuckAfter)
 	if n > 0 {
 		w.logger.Warn("pushes left running by a process that stopped are queued again", "pushes", n)
 	}

@@ -408,41 +408,63 @@ func prefixed(prefix, columns string) string {
 // firing their webhooks.
 func (db *DB) ExpireChallenges(ctx context.Context) (int, error) {
 	n := 0
-	err := db.Transact(ctx, func(tx pgx.Tx) error {
-		n = 0
-		rows, err := tx.Query(ctx, `WITH x AS (
-				UPDATE challenges SET state = 'expired', resolution = 'expired', resolved_at = expires_at
-				WHERE id IN (SELECT id FROM challenges WHERE state = 'pending' AND expires_at <= now()
-					ORDER BY expires_at LIMIT 1000 FOR UPDATE SKIP LOCKED)
-				RETURNING *)
-			SELECT `+challengeColumns+` FROM x c JOIN users u ON u.id = c.user_id`)
-		if err != nil {
-			return err
-		}
-		expired, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (challenge.Challenge, error) { return scanChallenge(r) })
-		if err != nil {
-			return err
-		}
-		// No NOTIFY: waiters stop at expires_at by themselves and then read
-		// the challenge as expired.
-		for _, c := range expired {
-			if err := db.queueWebhook(ctx, tx, c); err != nil {
-				return err
-			}
-			if err := insertAudit(ctx, tx, c.TenantID, audit.Event{Type: auditChallengeResolved,
-				Actor: audit.Actor{Type: audit.ActorSystem, ID: "expiry"}, UserID: c.UserID,
-				Data: jsonOf(map[string]any{"challenge_id": c.ID, "state": c.State, "resolution": c.Resolution,
-					"application_id": c.ApplicationID})}); err != nil {
-				return err
-			}
-		}
-		n = len(expired)
-		return nil
+	err := db.Transact(ctx, func(tx pgx.Tx) (err error) {
+		n, err = db.expireChallenges(ctx, tx)
+		return err
 	})
 	if err != nil {
 		return 0, fmt.Errorf("expire challenges: %w", err)
 	}
 	return n, nil
+}
+
+// Sweep is the periodic sweep in one transaction: ExpireChallenges, then
+// RescuePushes with stuckAfter. It returns how many challenges expired and
+// how many pushes were queued again.
+func (db *DB) Sweep(ctx context.Context, stuckAfter time.Duration) (expired, rescued int, err error) {
+	err = db.Transact(ctx, func(tx pgx.Tx) (err error) {
+		if expired, err = db.expireChallenges(ctx, tx); err != nil {
+			return fmt.Errorf("expire challenges: %w", err)
+		}
+		if rescued, err = db.rescuePushes(ctx, tx, stuckAfter); err != nil {
+			return fmt.Errorf("rescue pushes: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, 0, err
+	}
+	return expired, rescued, nil
+}
+
+func (db *DB) expireChallenges(ctx context.Context, tx pgx.Tx) (int, error) {
+	rows, err := tx.Query(ctx, `WITH x AS (
+			UPDATE challenges SET state = 'expired', resolution = 'expired', resolved_at = expires_at
+			WHERE id IN (SELECT id FROM challenges WHERE state = 'pending' AND expires_at <= now()
+				ORDER BY expires_at LIMIT 1000 FOR UPDATE SKIP LOCKED)
+			RETURNING *)
+		SELECT `+challengeColumns+` FROM x c JOIN users u ON u.id = c.user_id`)
+	if err != nil {
+		return 0, err
+	}
+	expired, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (challenge.Challenge, error) { return scanChallenge(r) })
+	if err != nil {
+		return 0, err
+	}
+	// No NOTIFY: waiters stop at expires_at by themselves and then read
+	// the challenge as expired.
+	for _, c := range expired {
+		if err := db.queueWebhook(ctx, tx, c); err != nil {
+			return 0, err
+		}
+		if err := insertAudit(ctx, tx, c.TenantID, audit.Event{Type: auditChallengeResolved,
+			Actor: audit.Actor{Type: audit.ActorSystem, ID: "expiry"}, UserID: c.UserID,
+			Data: jsonOf(map[string]any{"challenge_id": c.ID, "state": c.State, "resolution": c.Resolution,
+				"application_id": c.ApplicationID})}); err != nil {
+			return 0, err
+		}
+	}
+	return len(expired), nil
 }
 
 // ChallengeTimeline reads a challenge (within a tenant, "" = any) with the

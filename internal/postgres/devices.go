@@ -435,49 +435,43 @@ func (db *DB) InvalidatePushToken(ctx context.Context, p PendingDelivery, o Deli
 	return nil
 }
 
-// RescuePushes stands in for deliver jobs that a dead process left running:
+// rescuePushes stands in for deliver jobs that a dead process left running:
 // those attempted more than stuckAfter ago (longer than a live worker may
 // run one), whose delivery is still to settle, each get a new job (once).
-// River's own rescuer would retry them too, but only on its fixed 30 s
-// round after they are old enough: up to 50 s after a crash, when a
-// challenge lives a minute. It returns how many it queued.
-func (db *DB) RescuePushes(ctx context.Context, stuckAfter time.Duration) (int, error) {
-	n := 0
-	err := db.Transact(ctx, func(tx pgx.Tx) error {
-		rows, err := tx.Query(ctx, `SELECT j.id, d.id::text FROM river_job j
-			JOIN deliveries d ON d.id = (j.args->>'delivery_id')::uuid
-			WHERE j.kind = 'deliver' AND j.state = 'running'
-				AND j.attempted_at < now() - make_interval(secs => $1)
-				AND d.outcome IN ('pending', 'retrying')
-			ORDER BY j.id LIMIT 1000`, stuckAfter.Seconds())
-		if err != nil {
-			return err
-		}
-		var params []river.InsertManyParams
-		var job int64
-		var delivery string
-		if _, err := pgx.ForEachRow(rows, []any{&job, &delivery}, func() error {
-			params = append(params, river.InsertManyParams{Args: queue.DeliverArgs{DeliveryID: delivery, RescueOf: job},
-				InsertOpts: queue.RescueOpts()})
-			return nil
-		}); err != nil || len(params) == 0 {
-			return err
-		}
-		if db.queue == nil {
-			return errors.New("no job queue configured")
-		}
-		res, err := db.queue.InsertManyTx(ctx, tx, params)
-		for _, r := range res {
-			if !r.UniqueSkippedAsDuplicate {
-				n++
-			}
-		}
-		return err
-	})
+// River's own rescuer retries them too, but later (internal/jobs gives it
+// a minute, and it runs on a fixed 30 s round), when a challenge lives a
+// minute. It returns how many it queued.
+func (db *DB) rescuePushes(ctx context.Context, tx pgx.Tx, stuckAfter time.Duration) (int, error) {
+	rows, err := tx.Query(ctx, `SELECT j.id, d.id::text FROM river_job j
+		JOIN deliveries d ON d.id = (j.args->>'delivery_id')::uuid
+		WHERE j.kind = 'deliver' AND j.state = 'running'
+			AND j.attempted_at < now() - make_interval(secs => $1)
+			AND d.outcome IN ('pending', 'retrying')
+		ORDER BY j.id LIMIT 1000`, stuckAfter.Seconds())
 	if err != nil {
-		return 0, fmt.Errorf("rescue pushes: %w", err)
+		return 0, err
 	}
-	return n, nil
+	var params []river.InsertManyParams
+	var job int64
+	var delivery string
+	if _, err := pgx.ForEachRow(rows, []any{&job, &delivery}, func() error {
+		params = append(params, river.InsertManyParams{Args: queue.DeliverArgs{DeliveryID: delivery, RescueOf: job},
+			InsertOpts: queue.RescueOpts()})
+		return nil
+	}); err != nil || len(params) == 0 {
+		return 0, err
+	}
+	if db.queue == nil {
+		return 0, errors.New("no job queue configured")
+	}
+	res, err := db.queue.InsertManyTx(ctx, tx, params)
+	n := 0
+	for _, r := range res {
+		if !r.UniqueSkippedAsDuplicate {
+			n++
+		}
+	}
+	return n, err
 }
 
 // QueueDepth counts a River queue's unfinished jobs by state.
