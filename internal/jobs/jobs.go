@@ -107,7 +107,7 @@ func NewClient(cfg Config) (*river.Client[pgx.Tx], error) {
 		// The client's cooldown is also how often an insert may NOTIFY
 		// its queue: River sends no NOTIFY for an insert within this of
 		// the last, so a push inserted then waits for the next fetch.
-		FetchCooldown: pushFetchCooldown,
+		FetchCooldown:        pushFetchCooldown,
 		JobTimeout:           jobTimeout,
 		RescueStuckJobsAfter: rescueStuckJobsAfter,
 		Workers:              workers,
