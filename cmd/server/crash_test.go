@@ -552,33 +552,22 @@ type crashKey struct{ challenge, device string }
 // crashOutcomes reads the outcome of every challenge delivery.
 func crashOutcomes(ctx context.Context, t *testing.T, db *pgtest.DB) map[crashKey]string {
 	t.Helper()
-	rows, err := db.Pool.Query(ctx, `SELECT challenge_id::text, device_id::text, outcome FROM deliveries WHERE kind = 'challenge'`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	out := map[crashKey]string{}
-	for rows.Next() {
-		var k crashKey
-		var outcome string
-		if err := rows.Scan(&k.challenge, &k.device, &outcome); err != nil {
-			t.Fatal(err)
-		}
-		out[k] = outcome
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return out
+	return crashByDelivery(ctx, t, db, `SELECT challenge_id::text, device_id::text, outcome FROM deliveries WHERE kind = 'challenge'`)
 }
 
 // crashJobStates reads the River state of each challenge delivery's job,
 // by challenge and device (for the report on how each was recovered).
 func crashJobStates(ctx context.Context, t *testing.T, db *pgtest.DB) map[crashKey]string {
 	t.Helper()
-	rows, err := db.Pool.Query(ctx, `SELECT x.challenge_id::text, x.device_id::text, j.state::text
+	return crashByDelivery(ctx, t, db, `SELECT x.challenge_id::text, x.device_id::text, j.state::text
 		FROM river_job j JOIN deliveries x ON x.id::text = j.args->>'delivery_id'
 		WHERE j.kind = 'deliver' AND x.kind = 'challenge'`)
+}
+
+// crashByDelivery runs a query of (challenge id, device id, value) rows.
+func crashByDelivery(ctx context.Context, t *testing.T, db *pgtest.DB, sql string) map[crashKey]string {
+	t.Helper()
+	rows, err := db.Pool.Query(ctx, sql)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -586,11 +575,11 @@ func crashJobStates(ctx context.Context, t *testing.T, db *pgtest.DB) map[crashK
 	out := map[crashKey]string{}
 	for rows.Next() {
 		var k crashKey
-		var state string
-		if err := rows.Scan(&k.challenge, &k.device, &state); err != nil {
+		var v string
+		if err := rows.Scan(&k.challenge, &k.device, &v); err != nil {
 			t.Fatal(err)
 		}
-		out[k] = state
+		out[k] = v
 	}
 	if err := rows.Err(); err != nil {
 		t.Fatal(err)
