@@ -866,7 +866,12 @@ func reportPush(w io.Writer, o options, rs []PushResult, m PushResult) {
 	p50 := verdict(m.FromSendP50ms, m.FromReplyP50ms, targetPushP50ms)
 	p99 := verdict(m.FromSendP99ms, m.FromReplyP99ms, targetPushP99ms)
 	rate := "met"
-	if m.PushesPerSecond < targetPushRate {
+	switch {
+	case o.concurrency == 1:
+		// One client creating challenges one after another measures
+		// latency at a load the machine sustains, not the ceiling.
+		rate = "n/a (one client)"
+	case m.PushesPerSecond < targetPushRate:
 		rate = "MISSED"
 	}
 	row("commit-to-provider p50, from create sent (upper)", fmt.Sprintf("<= %d ms: %s", targetPushP50ms, p50), func(r PushResult) float64 { return r.FromSendP50ms }, "ms", ms)
