@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 
 	"github.com/pushmfa/pushmfa/internal/config"
@@ -15,6 +16,9 @@ import (
 )
 
 func main() { os.Exit(run(os.Args[1:])) }
+
+// defaultGCPercent is the server's GOGC unless the environment sets one.
+const defaultGCPercent = 400
 
 func run(args []string) int {
 	if len(args) > 0 {
@@ -31,6 +35,14 @@ func run(args []string) int {
 		return 2
 	}
 	logger := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	// The live heap is small and a request's garbage dies young:
+	// collecting at five times the live data rather than Go's two saved
+	// about 8% of the server's CPU per sign-in (make bench, four paired
+	// runs) for about 40 MB more resident memory under load. GOGC, when
+	// set, decides.
+	if _, set := os.LookupEnv("GOGC"); !set {
+		debug.SetGCPercent(defaultGCPercent)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	if err := server.Run(ctx, cfg, logger); err != nil {
