@@ -145,36 +145,41 @@ func oauthErrorCode(r *oauth2.RetrieveError) string {
 	return body.Error
 }
 
-// fcmError reads the SDK's error (firebase.google.com/docs/cloud-messaging,
-// "FCM error codes").
+// fcmReplies reads FCM's error codes (firebase.google.com/docs/cloud-
+// messaging, "FCM error codes"), in order.
+var fcmReplies = []struct {
+	is     func(error) bool
+	class  Class
+	reason string
+}{
+	{messaging.IsUnregistered, TokenInvalid, "UNREGISTERED"},
+	// FCM's answer to a malformed or foreign token; our messages are well
+	// formed.
+	{messaging.IsInvalidArgument, TokenInvalid, "INVALID_ARGUMENT"},
+	// The token belongs to another sender: one device registered with
+	// another project, or (far likelier, and for every device at once)
+	// FCM_PROJECT_ID or the service account names the wrong project.
+	// Erasing every token on a configuration slip would be much worse than
+	// one device that keeps failing, so it is ours.
+	{messaging.IsSenderIDMismatch, ProviderFault, "SENDER_ID_MISMATCH"},
+	{messaging.IsQuotaExceeded, Retry, "QUOTA_EXCEEDED"},
+	{messaging.IsUnavailable, Retry, "UNAVAILABLE"},
+	{messaging.IsInternal, Retry, "INTERNAL"},
+	{messaging.IsThirdPartyAuthError, ProviderFault, "THIRD_PARTY_AUTH_ERROR"},
+	{errorutils.IsPermissionDenied, ProviderFault, "PERMISSION_DENIED"},
+	{errorutils.IsUnauthenticated, ProviderFault, "UNAUTHENTICATED"},
+}
+
+// fcmError reads the SDK's error, with the status and headers FCM answered.
 func fcmError(err error, seen answer) *Error {
 	e := &Error{Provider: "fcm", Class: Rejected, Status: seen.status, RetryAfter: retryAfter(seen.header, time.Now())}
+	for _, r := range fcmReplies {
+		if r.is(err) {
+			e.Class, e.Reason = r.class, r.reason
+			return e
+		}
+	}
 	switch {
-	case messaging.IsUnregistered(err):
-		e.Class, e.Reason = TokenInvalid, "UNREGISTERED"
-	case messaging.IsInvalidArgument(err):
-		// FCM's answer to a malformed or foreign token; our messages are
-		// well formed.
-		e.Class, e.Reason = TokenInvalid, "INVALID_ARGUMENT"
-	case messaging.IsSenderIDMismatch(err):
-		// The token belongs to another sender: one device registered with
-		// another project, or (far likelier, and for every device at
-		// once) FCM_PROJECT_ID or the service account names the wrong
-		// project. Erasing every token on a configuration slip would be
-		// much worse than one device that keeps failing, so it is ours.
-		e.Class, e.Reason = ProviderFault, "SENDER_ID_MISMATCH"
-	case messaging.IsQuotaExceeded(err):
-		e.Class, e.Reason = Retry, "QUOTA_EXCEEDED"
-	case messaging.IsUnavailable(err):
-		e.Class, e.Reason = Retry, "UNAVAILABLE"
-	case messaging.IsInternal(err):
-		e.Class, e.Reason = Retry, "INTERNAL"
-	case messaging.IsThirdPartyAuthError(err):
-		e.Class, e.Reason = ProviderFault, "THIRD_PARTY_AUTH_ERROR"
-	case errorutils.IsPermissionDenied(err):
-		e.Class, e.Reason = ProviderFault, "PERMISSION_DENIED"
-	case errorutils.IsUnauthenticated(err):
-		e.Class, e.Reason = ProviderFault, "UNAUTHENTICATED"
 	case e.Status == http.StatusTooManyRequests || e.Status >= 500:
 		e.Class, e.Reason = Retry, http.StatusText(e.Status)
 	case e.Status == 0:
