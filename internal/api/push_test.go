@@ -102,10 +102,10 @@ func (p *pushEnv) scriptedDevice(t *testing.T, secret, user, provider string, re
 // requests are the arrival times of every request to token, either provider.
 func (p *pushEnv) requests(token string) []time.Time {
 	var at []time.Time
-	for _, r := range p.apnsPushes(token) {
+	for _, r := range p.apns.ReceivedFor(token) {
 		at = append(at, r.At)
 	}
-	for _, r := range p.fcmPushes(token) {
+	for _, r := range p.fcm.ReceivedFor(token) {
 		at = append(at, r.At)
 	}
 	return at
@@ -131,27 +131,6 @@ func apnsToken(t *testing.T) string {
 }
 
 func fcmToken(t *testing.T) string { return "fcm:" + apnsToken(t)[:40] }
-
-// apnsPushes are the APNs pushes to token, answered or not.
-func (p *pushEnv) apnsPushes(token string) []pushtest.APNsPush {
-	var out []pushtest.APNsPush
-	for _, r := range p.apns.Received() {
-		if r.Token == token {
-			out = append(out, r)
-		}
-	}
-	return out
-}
-
-func (p *pushEnv) fcmPushes(token string) []pushtest.FCMPush {
-	var out []pushtest.FCMPush
-	for _, r := range p.fcm.Received() {
-		if r.Token == token {
-			out = append(out, r)
-		}
-	}
-	return out
-}
 
 // fcmData is the data of an FCM message.
 func fcmData(t *testing.T, p pushtest.FCMPush) map[string]string {
@@ -236,7 +215,7 @@ func TestPushesReachTheProviders(t *testing.T) {
 	fcmSent := settled(t, p.Env, c.ID, pixel.DeviceID)
 
 	var alert pushtest.APNsPush
-	for _, r := range p.apnsPushes(iosTok) {
+	for _, r := range p.apns.ReceivedFor(iosTok) {
 		if r.Header.Get("apns-push-type") == "alert" {
 			alert = r
 		}
@@ -253,7 +232,7 @@ func TestPushesReachTheProviders(t *testing.T) {
 		t.Errorf("apns-expiration %s, want the challenge's expiry %d", exp, c.ExpiresAt.Unix())
 	}
 	var message pushtest.FCMPush
-	for _, r := range p.fcmPushes(androidTok) {
+	for _, r := range p.fcm.ReceivedFor(androidTok) {
 		if fcmData(t, r)["type"] == "challenge" {
 			message = r
 		}
@@ -278,7 +257,7 @@ func TestPushesReachTheProviders(t *testing.T) {
 	for _, r := range p.apns.Received() {
 		assertAbsent(t, string(r.Payload), secrets)
 	}
-	for _, r := range p.fcmPushes(androidTok) {
+	for _, r := range p.fcm.ReceivedFor(androidTok) {
 		assertAbsent(t, string(r.Message), secrets)
 	}
 
@@ -292,7 +271,7 @@ func TestPushesReachTheProviders(t *testing.T) {
 	}
 	var over pushtest.FCMPush
 	waitFor(t, func() bool {
-		for _, r := range p.fcmPushes(androidTok) {
+		for _, r := range p.fcm.ReceivedFor(androidTok) {
 			if d := fcmData(t, r); d["event"] == "challenge_resolved" && d["challenge_id"] == c.ID && r.Answered {
 				over = r
 				return true
@@ -303,7 +282,7 @@ func TestPushesReachTheProviders(t *testing.T) {
 	if d := fcmData(t, over); d["type"] != "notification" || d["android.priority"] != "normal" {
 		t.Errorf("'it is over' to the Pixel: %s", over.Message)
 	}
-	for _, r := range p.apnsPushes(iosTok) {
+	for _, r := range p.apns.ReceivedFor(iosTok) {
 		if apnsPayload(t, r)["event"] == "challenge_resolved" {
 			t.Errorf("the answering device was told of its own answer: %s", r.Payload)
 		}
@@ -566,7 +545,7 @@ func TestNoPushOnceItIsOver(t *testing.T) {
 		if got := settled(t, p.Env, c.ID, d.DeviceID); got.Outcome != "skipped" {
 			t.Errorf("delivery %+v, want skipped", got)
 		}
-		if n := len(p.apnsPushes(tok)); n != 1 {
+		if n := len(p.apns.ReceivedFor(tok)); n != 1 {
 			t.Errorf("APNs got %d requests, want only the first", n)
 		}
 	})
@@ -579,7 +558,7 @@ func TestNoPushOnceItIsOver(t *testing.T) {
 		if got := settled(t, p.Env, c.ID, d.DeviceID); got.Outcome != "skipped" {
 			t.Errorf("delivery %+v, want skipped", got)
 		}
-		if n := len(p.fcmPushes(tok)); n != 1 {
+		if n := len(p.fcm.ReceivedFor(tok)); n != 1 {
 			t.Errorf("FCM got %d requests, want only the first", n)
 		}
 	})
@@ -609,7 +588,7 @@ func TestDeviceNewsIsABackgroundPush(t *testing.T) {
 	}
 	events := func() []string {
 		var out []string
-		for _, r := range p.apnsPushes(tok) {
+		for _, r := range p.apns.ReceivedFor(tok) {
 			if r.Answered {
 				out = append(out, r.Header.Get("apns-push-type")+"/"+r.Header.Get("apns-priority")+"/"+
 					strconv.Itoa(int(apnsPayload(t, r)["aps"].(map[string]any)["content-available"].(float64)))+"/"+

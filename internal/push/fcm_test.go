@@ -45,17 +45,6 @@ func newFCMProvider(t testing.TB, f *pushtest.FCM, project string, creds []byte)
 
 func fcmToken(t testing.TB) string { return "fcm:" + hexToken(t)[:48] }
 
-// fcmReceived is what the fake received for token.
-func fcmReceived(f *pushtest.FCM, token string) []pushtest.FCMPush {
-	var out []pushtest.FCMPush
-	for _, p := range f.Received() {
-		if p.Token == token {
-			out = append(out, p)
-		}
-	}
-	return out
-}
-
 func TestFCMChallengeIsAHighPriorityDataMessage(t *testing.T) {
 	t.Parallel()
 	f := sharedFCM(t)
@@ -67,7 +56,7 @@ func TestFCMChallengeIsAHighPriorityDataMessage(t *testing.T) {
 	if err != nil {
 		t.Fatalf("send: %v", err)
 	}
-	got := fcmReceived(f, tok)
+	got := f.ReceivedFor(tok)
 	if len(got) != 1 {
 		t.Fatalf("the fake received %d sends, want 1", len(got))
 	}
@@ -110,7 +99,7 @@ func TestFCMNotificationIsANormalPriorityDataMessage(t *testing.T) {
 	if _, err := sendWithin(t, p, m, 10*time.Second); err != nil {
 		t.Fatalf("send: %v", err)
 	}
-	leaf := leaves(t, fcmReceived(f, tok)[0].Message)
+	leaf := leaves(t, f.ReceivedFor(tok)[0].Message)
 	delete(leaf, "android.ttl")
 	want := map[string]any{
 		"token":             m.Token,
@@ -169,7 +158,7 @@ func TestFCMReplies(t *testing.T) {
 				t.Errorf("RetryAfter %v, want %v", e.RetryAfter, tt.retryAfter)
 			}
 			assertNothingSecret(t, e.Error(), tok)
-			if got := fcmReceived(f, tok); len(got) != 1 {
+			if got := f.ReceivedFor(tok); len(got) != 1 {
 				t.Errorf("FCM received %d sends, want 1 (no retry inside the send)", len(got))
 			}
 			if _, err := sendWithin(t, p, challengeMessage("fcm", tok), 10*time.Second); err != nil {
@@ -203,7 +192,7 @@ func TestFCMRefusals(t *testing.T) {
 		if e.Class != ProviderFault || e.Status != 400 || e.Reason != "the token endpoint refused the service account: invalid_grant" {
 			t.Errorf("got %+v, want the token endpoint's refusal as a provider fault", e)
 		}
-		if got := fcmReceived(f, tok); len(got) != 0 {
+		if got := f.ReceivedFor(tok); len(got) != 0 {
 			t.Errorf("FCM received %d sends without an access token", len(got))
 		}
 	})

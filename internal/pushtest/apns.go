@@ -93,12 +93,18 @@ func (f *APNs) SetDefault(r Reply) { f.scripts.setDefault(r) }
 
 // Received returns every request received, refused ones included, in
 // arrival order (a copy).
-func (f *APNs) Received() []APNsPush {
-	return f.log.all(func(p APNsPush) APNsPush {
-		p.Header = p.Header.Clone()
-		p.Payload = bytes.Clone(p.Payload)
-		return p
-	})
+func (f *APNs) Received() []APNsPush { return f.log.all(cloneAPNsPush) }
+
+// ReceivedFor returns the requests received for one device token, in
+// arrival order (a copy).
+func (f *APNs) ReceivedFor(token string) []APNsPush {
+	return f.log.matching(func(p *APNsPush) bool { return p.Token == token }, cloneAPNsPush)
+}
+
+func cloneAPNsPush(p APNsPush) APNsPush {
+	p.Header = p.Header.Clone()
+	p.Payload = bytes.Clone(p.Payload)
+	return p
 }
 
 // Reset forgets what was received and scripted, and restores the default

@@ -95,17 +95,6 @@ func alert(deviceToken string) *apns2.Notification {
 	}
 }
 
-// receivedFor returns what the fake recorded for one device token.
-func receivedFor(f *APNs, deviceToken string) []APNsPush {
-	var out []APNsPush
-	for _, p := range f.Received() {
-		if p.Token == deviceToken {
-			out = append(out, p)
-		}
-	}
-	return out
-}
-
 func TestAPNsSuccess(t *testing.T) {
 	t.Parallel()
 	b := setupAPNs(t)
@@ -190,7 +179,7 @@ func TestAPNsScriptedReplies(t *testing.T) {
 			if res := push(t, b.client, alert(dev)); res.StatusCode != http.StatusOK {
 				t.Errorf("after the script: %d %q, want 200", res.StatusCode, res.Reason)
 			}
-			got := receivedFor(b.fake, dev)
+			got := b.fake.ReceivedFor(dev)
 			if len(got) != 2 || got[0].Status != tt.wantStatus || got[0].Reason != tt.wantReason || got[1].Status != 200 {
 				t.Errorf("received %+v", got)
 			}
@@ -339,7 +328,7 @@ func TestAPNsRequestChecks(t *testing.T) {
 				t.Errorf("push %d = %q, want %q", i, res.Reason, want[i])
 			}
 		}
-		if got := receivedFor(b.fake, dev); len(got) != 3 || got[0].Reason != "DeviceTokenNotForTopic" || got[0].Header.Get("apns-topic") != "com.example.other" {
+		if got := b.fake.ReceivedFor(dev); len(got) != 3 || got[0].Reason != "DeviceTokenNotForTopic" || got[0].Header.Get("apns-topic") != "com.example.other" {
 			t.Errorf("received %+v, want every request recorded", got)
 		}
 	})

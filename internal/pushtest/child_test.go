@@ -62,10 +62,10 @@ func TestChildProcess(t *testing.T) {
 		if res.FCMError != "" || !strings.HasPrefix(res.FCMName, "projects/"+testProject+"/messages/") {
 			t.Errorf("child's FCM send: %+v", res)
 		}
-		if got := receivedFor(apns, apnsDevice); len(got) != 1 || got[0].ApnsID != res.APNsID || !got[0].Answered {
+		if got := apns.ReceivedFor(apnsDevice); len(got) != 1 || got[0].ApnsID != res.APNsID || !got[0].Answered {
 			t.Errorf("APNs fake received %+v", got)
 		}
-		if got := fcmReceivedFor(fcm, fcmDevice); len(got) != 1 || got[0].Name != res.FCMName {
+		if got := fcm.ReceivedFor(fcmDevice); len(got) != 1 || got[0].Name != res.FCMName {
 			t.Errorf("FCM fake received %+v", got)
 		}
 		// The child fetched its access token from the fake.

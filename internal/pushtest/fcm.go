@@ -139,12 +139,18 @@ func (f *FCM) SetDefault(r Reply) { f.scripts.setDefault(r) }
 
 // Received returns every send request received, refused ones included, in
 // arrival order (a copy).
-func (f *FCM) Received() []FCMPush {
-	return f.log.all(func(p FCMPush) FCMPush {
-		p.Header = p.Header.Clone()
-		p.Message = bytes.Clone(p.Message)
-		return p
-	})
+func (f *FCM) Received() []FCMPush { return f.log.all(cloneFCMPush) }
+
+// ReceivedFor returns the send requests received for one device token
+// (message.token), in arrival order (a copy).
+func (f *FCM) ReceivedFor(token string) []FCMPush {
+	return f.log.matching(func(p *FCMPush) bool { return p.Token == token }, cloneFCMPush)
+}
+
+func cloneFCMPush(p FCMPush) FCMPush {
+	p.Header = p.Header.Clone()
+	p.Message = bytes.Clone(p.Message)
+	return p
 }
 
 // Reset forgets what was received and scripted, restores the default answer

@@ -77,16 +77,6 @@ func send(t testing.TB, c *messaging.Client, m *messaging.Message) (string, erro
 
 func newFCMToken(t testing.TB) string { return "fcm-" + newDeviceToken(t)[:40] }
 
-func fcmReceivedFor(f *FCM, deviceToken string) []FCMPush {
-	var out []FCMPush
-	for _, p := range f.Received() {
-		if p.Token == deviceToken {
-			out = append(out, p)
-		}
-	}
-	return out
-}
-
 func TestFCMSend(t *testing.T) {
 	t.Parallel()
 	f := newFCMFake(t)
@@ -191,7 +181,7 @@ func TestFCMScriptedErrors(t *testing.T) {
 				t.Errorf("after the script: %v", err)
 			}
 			// One request per send: the SDK retried none of these.
-			got := fcmReceivedFor(f, dev)
+			got := f.ReceivedFor(dev)
 			if len(got) != 2 || got[0].Status != tt.status || got[0].Reason != tt.reply.Reason || got[0].Name != "" || got[1].Status != 200 {
 				t.Errorf("received %+v", got)
 			}
@@ -213,7 +203,7 @@ func TestFCMUnavailable(t *testing.T) {
 		if _, err := send(t, c, fcmMessage(dev)); err != nil {
 			t.Fatalf("send: %v", err)
 		}
-		got := fcmReceivedFor(f, dev)
+		got := f.ReceivedFor(dev)
 		if len(got) != 2 || got[0].Status != 503 || got[0].Reason != "UNAVAILABLE" || got[1].Status != 200 {
 			t.Errorf("received %+v, want 503 then 200", got)
 		}
@@ -226,7 +216,7 @@ func TestFCMUnavailable(t *testing.T) {
 		if _, err := send(t, c, fcmMessage(dev)); err != nil {
 			t.Fatalf("send: %v", err)
 		}
-		got := fcmReceivedFor(f, dev)
+		got := f.ReceivedFor(dev)
 		if len(got) != 2 || got[1].At.Sub(got[0].At) < time.Second {
 			t.Errorf("received %+v, want a retry a second later", got)
 		}
@@ -242,7 +232,7 @@ func TestFCMUnavailable(t *testing.T) {
 		if !errors.Is(err, context.DeadlineExceeded) {
 			t.Fatalf("send = %v, want the deadline (the SDK waits 1 s before its second retry)", err)
 		}
-		if got := fcmReceivedFor(f, dev); len(got) != 2 {
+		if got := f.ReceivedFor(dev); len(got) != 2 {
 			t.Errorf("received %d, want 2 (the send and the immediate retry)", len(got))
 		}
 	})

@@ -229,6 +229,19 @@ func (j *journal[T]) all(clone func(T) T) []T {
 	return out
 }
 
+// matching is all, for the records keep selects (read under the lock).
+func (j *journal[T]) matching(keep func(*T) bool, clone func(T) T) []T {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	var out []T
+	for _, r := range j.recs {
+		if keep(r) {
+			out = append(out, clone(*r))
+		}
+	}
+	return out
+}
+
 func (j *journal[T]) reset() {
 	j.mu.Lock()
 	defer j.mu.Unlock()
