@@ -441,13 +441,16 @@ func (db *DB) InvalidatePushToken(ctx context.Context, p PendingDelivery, o Deli
 // River's own rescuer retries them too, but later (internal/jobs gives it
 // a minute, and it runs on a fixed 30 s round), when a challenge lives a
 // minute. It returns how many it queued.
+//
+// It reads the running jobs of the push queue through River's (state,
+// queue, ...) index, never the day of completed jobs River keeps.
 func (db *DB) rescuePushes(ctx context.Context, tx pgx.Tx, stuckAfter time.Duration) (int, error) {
 	rows, err := tx.Query(ctx, `SELECT j.id, d.id::text FROM river_job j
 		JOIN deliveries d ON d.id = (j.args->>'delivery_id')::uuid
-		WHERE j.kind = 'deliver' AND j.state = 'running'
+		WHERE j.state = 'running' AND j.queue = $2 AND j.kind = 'deliver'
 			AND j.attempted_at < now() - make_interval(secs => $1)
 			AND d.outcome IN ('pending', 'retrying')
-		ORDER BY j.id LIMIT 1000`, stuckAfter.Seconds())
+		ORDER BY j.id LIMIT 1000`, stuckAfter.Seconds(), queue.QueuePush)
 	if err != nil {
 		return 0, err
 	}
