@@ -108,11 +108,11 @@ func (db *DB) CreateChallenge(ctx context.Context, in NewChallenge) (c challenge
 			return err
 		}
 		if len(deliveries) > 0 {
-			tx, err := p.Tx(ctx) // sends the insert first
-			if err != nil {
-				return err
+			params := make([]river.InsertManyParams, len(deliveries))
+			for i, id := range deliveries {
+				params[i] = river.InsertManyParams{Args: queue.DeliverArgs{DeliveryID: id}}
 			}
-			if err := db.enqueueDeliveries(ctx, tx, deliveries); err != nil {
+			if err := db.enqueuePiped(ctx, p, params); err != nil {
 				return err
 			}
 		}
@@ -258,21 +258,6 @@ func (db *DB) queueInsertChallenge(p *pipe, c challenge.Challenge, in NewChallen
 		auditChallengeCreated, in.By.Type, in.By.ID, string(jsonOf(map[string]any{"challenge_id": c.ID,
 			"application_id": c.ApplicationID, "number_matching": number != nil, "expires_at": c.ExpiresAt.UTC()})))
 	return deliveries, nil
-}
-
-func (db *DB) enqueueDeliveries(ctx context.Context, tx pgx.Tx, ids []string) error {
-	if len(ids) == 0 {
-		return nil
-	}
-	if db.queue == nil {
-		return errors.New("queue deliveries: no job queue configured")
-	}
-	params := make([]river.InsertManyParams, len(ids))
-	for i, id := range ids {
-		params[i] = river.InsertManyParams{Args: queue.DeliverArgs{DeliveryID: id}}
-	}
-	_, err := db.queue.InsertManyTx(ctx, tx, params)
-	return err
 }
 
 // Challenge returns a challenge within a tenant and, when appID is set, of

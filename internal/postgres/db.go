@@ -16,6 +16,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/rivertype"
 
 	"github.com/pushmfa/pushmfa/internal/queue"
 	"github.com/pushmfa/pushmfa/internal/seal"
@@ -106,6 +108,36 @@ type DB struct {
 // UseQueue sets where acts enqueue their jobs (pushes, notifications), in
 // their own transactions. The server sets it once River's client exists.
 func (db *DB) UseQueue(q queue.Inserter) { db.queue = q }
+
+// errNoQueue is what an act that must queue jobs meets before UseQueue.
+var errNoQueue = errors.New("no job queue configured")
+
+// enqueue inserts jobs in tx, and wakes their queues' workers when tx
+// commits (see queue.WakeSQL).
+func (db *DB) enqueue(ctx context.Context, tx pgx.Tx, params []river.InsertManyParams) ([]*rivertype.JobInsertResult, error) {
+	if db.queue == nil {
+		return nil, errNoQueue
+	}
+	if _, err := tx.Exec(ctx, queue.WakeSQL, queue.Wakeups(params)); err != nil {
+		return nil, fmt.Errorf("wake queues: %w", err)
+	}
+	return db.queue.InsertManyTx(ctx, tx, params)
+}
+
+// enqueuePiped is enqueue within a pipe: the wake-up rides with the
+// statements already queued, so it costs no round trip.
+func (db *DB) enqueuePiped(ctx context.Context, p *pipe, params []river.InsertManyParams) error {
+	if db.queue == nil {
+		return errNoQueue
+	}
+	p.Queue(queue.WakeSQL, queue.Wakeups(params))
+	tx, err := p.Tx(ctx) // sends what is queued first
+	if err != nil {
+		return err
+	}
+	_, err = db.queue.InsertManyTx(ctx, tx, params)
+	return err
+}
 
 // New wraps a pool. keys seals and opens recoverable secrets.
 func New(pool *pgxpool.Pool, keys *seal.Keyring, logger *slog.Logger) *DB {

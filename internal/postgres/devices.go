@@ -300,11 +300,10 @@ func (db *DB) notify(ctx context.Context, tx pgx.Tx, tenantID, userID, exceptDev
 	for i, id := range ids {
 		params[i] = river.InsertManyParams{Args: queue.DeliverArgs{DeliveryID: id}}
 	}
-	if db.queue == nil {
-		return errors.New("queue notifications: no job queue configured")
+	if _, err := db.enqueue(ctx, tx, params); err != nil {
+		return fmt.Errorf("queue notifications: %w", err)
 	}
-	_, err = db.queue.InsertManyTx(ctx, tx, params)
-	return err
+	return nil
 }
 
 // PendingDelivery is a delivery to attempt, with what the provider needs.
@@ -464,10 +463,7 @@ func (db *DB) rescuePushes(ctx context.Context, tx pgx.Tx, stuckAfter time.Durat
 	}); err != nil || len(params) == 0 {
 		return 0, err
 	}
-	if db.queue == nil {
-		return 0, errors.New("no job queue configured")
-	}
-	res, err := db.queue.InsertManyTx(ctx, tx, params)
+	res, err := db.enqueue(ctx, tx, params)
 	n := 0
 	for _, r := range res {
 		if !r.UniqueSkippedAsDuplicate {

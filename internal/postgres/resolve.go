@@ -167,14 +167,7 @@ func (db *DB) finishResolve(ctx context.Context, p *pipe, out *resolved) error {
 		if out.webhook != nil {
 			params = append(params, river.InsertManyParams{Args: queue.WebhookArgs{DeliveryID: *out.webhook}})
 		}
-		if db.queue == nil {
-			return errors.New("no job queue configured")
-		}
-		tx, err := p.Tx(ctx)
-		if err != nil {
-			return err
-		}
-		if _, err := db.queue.InsertManyTx(ctx, tx, params); err != nil {
+		if err := db.enqueuePiped(ctx, p, params); err != nil {
 			return err
 		}
 	}

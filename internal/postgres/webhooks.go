@@ -2,7 +2,6 @@ package postgres
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -31,11 +30,10 @@ func (db *DB) queueWebhook(ctx context.Context, tx pgx.Tx, c challenge.Challenge
 		VALUES ($1, $2, $3, $4)`, id, c.TenantID, c.ApplicationID, c.ID); err != nil {
 		return fmt.Errorf("queue webhook: %w", err)
 	}
-	if db.queue == nil {
-		return errors.New("queue webhook: no job queue configured")
+	if _, err := db.enqueue(ctx, tx, []river.InsertManyParams{{Args: queue.WebhookArgs{DeliveryID: id}}}); err != nil {
+		return fmt.Errorf("queue webhook: %w", err)
 	}
-	_, err := db.queue.InsertManyTx(ctx, tx, []river.InsertManyParams{{Args: queue.WebhookArgs{DeliveryID: id}}})
-	return err
+	return nil
 }
 
 // WebhookCall is what one webhook attempt needs.
