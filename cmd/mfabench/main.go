@@ -60,6 +60,7 @@ type options struct {
 	challenges      int
 	pushUsers       int
 	pushConcurrency int
+	pushRate        float64
 	serverEnv       []string
 	dbParams        string
 }
@@ -80,6 +81,7 @@ func main() {
 	flag.IntVar(&o.challenges, "challenges", 10000, "with -push: challenges in the burst")
 	flag.IntVar(&o.pushUsers, "push-users", 200, "with -push: users, each with one APNs and one FCM device")
 	flag.IntVar(&o.pushConcurrency, "push-concurrency", 64, "with -push: concurrent clients creating the burst's challenges")
+	flag.Float64Var(&o.pushRate, "push-rate", 0, "with -push: offer challenges at this rate a second, arriving at random as from independent relying parties (0: as fast as the clients go)")
 	flag.Func("server-env", "add KEY=VALUE to the server's environment (repeatable), for experiments", func(v string) error {
 		if !strings.Contains(v, "=") {
 			return errors.New("want KEY=VALUE")

@@ -34,6 +34,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	mrand "math/rand/v2"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -139,7 +140,7 @@ func runPush(o options, ca *pushtest.CA, dir string) error {
 	}
 	name := filepath.Join(o.out, "push-"+time.Now().UTC().Format("20060102T150405Z")+".json")
 	b, _ := json.MarshalIndent(map[string]any{"runs": results, "median": med, "challenges": o.challenges,
-		"devices_per_challenge": 2, "users": o.pushUsers, "concurrency": o.concurrency, "cores": cores(),
+		"devices_per_challenge": 2, "users": o.pushUsers, "concurrency": o.concurrency, "offered_per_second": o.pushRate, "cores": cores(),
 		"targets": map[string]float64{"p50_ms": targetPushP50ms, "p99_ms": targetPushP99ms, "pushes_per_second": targetPushRate},
 	}, "", "  ")
 	if err := os.WriteFile(name, append(b, '\n'), 0o644); err != nil {
@@ -254,13 +255,19 @@ func pushOnce(o options, ca *pushtest.CA, dir string) (PushResult, error) {
 	}
 
 	// The burst: o.concurrency clients create challenges as fast as the
-	// server takes them, round robin over the users.
+	// server takes them, round robin over the users; or, with a rate, each
+	// at its own time, the gaps drawn as between independent arrivals, so
+	// that some come close together as real relying parties' do.
 	recs := make([]burstRec, o.challenges)
+	at := arrivals(o.challenges, o.pushRate)
 	fmt.Fprintf(os.Stderr, "burst of %d challenges from %d clients\n", o.challenges, o.concurrency)
 	burstStart := time.Now()
 	if err := parallel(o.concurrency, o.challenges, func(i int) error {
 		r := &recs[i]
 		r.user = i % o.pushUsers
+		if at != nil {
+			time.Sleep(time.Until(burstStart.Add(at[i])))
+		}
 		r.sent = time.Now()
 		c, err := create(ctx, st.rp, fmt.Sprintf("p%04d", r.user))
 		r.replied = time.Now()
@@ -456,6 +463,23 @@ func lagBySecond(w io.Writer, recs []burstRec, expect map[pushKey]int, arrived m
 		}
 	}
 	fmt.Fprintln(w)
+}
+
+// arrivals gives n arrival times at an average rate a second, with
+// exponential gaps (a Poisson process), or nil for no rate. The seed is
+// fixed, so every run offers the same load.
+func arrivals(n int, rate float64) []time.Duration {
+	if rate <= 0 {
+		return nil
+	}
+	r := mrand.New(mrand.NewPCG(1, 2))
+	at := make([]time.Duration, n)
+	var t float64
+	for i := range at {
+		t += r.ExpFloat64() / rate
+		at[i] = time.Duration(t * float64(time.Second))
+	}
+	return at
 }
 
 // parallel runs f(0..n-1) on k goroutines and returns the first error.
@@ -838,8 +862,12 @@ func pushMedians(rs []PushResult) PushResult {
 }
 
 func reportPush(w io.Writer, o options, rs []PushResult, m PushResult) {
-	fmt.Fprintf(w, "push-delivery benchmark: %d run(s), %d cores, a burst of %d challenges x 2 devices (%d users, one APNs and one FCM device each), %d concurrent creates, fake providers answering at once\n\n",
-		len(rs), cores(), o.challenges, o.pushUsers, o.concurrency)
+	load := fmt.Sprintf("a burst of %d challenges", o.challenges)
+	if o.pushRate > 0 {
+		load = fmt.Sprintf("%d challenges offered at %.0f/s with random gaps", o.challenges, o.pushRate)
+	}
+	fmt.Fprintf(w, "push-delivery benchmark: %d run(s), %d cores, %s x 2 devices (%d users, one APNs and one FCM device each), %d concurrent clients, fake providers answering at once\n\n",
+		len(rs), cores(), load, o.pushUsers, o.concurrency)
 	// verdict compares a bound pair with a maximum: met when the upper
 	// bound is within it, missed when even the lower bound is above it.
 	verdict := func(upper, lower, max float64) string {
@@ -867,10 +895,11 @@ func reportPush(w io.Writer, o options, rs []PushResult, m PushResult) {
 	p99 := verdict(m.FromSendP99ms, m.FromReplyP99ms, targetPushP99ms)
 	rate := "met"
 	switch {
-	case o.concurrency == 1:
-		// One client creating challenges one after another measures
-		// latency at a load the machine sustains, not the ceiling.
-		rate = "n/a (one client)"
+	case o.concurrency == 1 || o.pushRate > 0:
+		// One client creating challenges one after another, or a rate
+		// offered, measures latency at a load the machine sustains, not
+		// the ceiling.
+		rate = "n/a (load offered)"
 	case m.PushesPerSecond < targetPushRate:
 		rate = "MISSED"
 	}
