@@ -72,11 +72,7 @@ type Config struct {
 
 // NewClient builds the River client with every worker and periodic job. The
 // caller starts and stops it.
-func NewClient(cfg Config) (*river.Client[pgx.Tx], error) { return newClient(cfg, nil) }
-
-// newClient is NewClient, with a hook for tests to adjust River's
-// configuration before the client is made.
-func newClient(cfg Config, adjust func(*river.Config)) (*river.Client[pgx.Tx], error) {
+func NewClient(cfg Config) (*river.Client[pgx.Tx], error) {
 	workers := river.NewWorkers()
 	river.AddWorker(workers, &pruneJTIsWorker{db: cfg.DB, logger: cfg.Logger})
 	river.AddWorker(workers, &auditScanWorker{db: cfg.DB})
@@ -96,7 +92,7 @@ func newClient(cfg Config, adjust func(*river.Config)) (*river.Client[pgx.Tx], e
 			func() (river.JobArgs, *river.InsertOpts) { return args, nil },
 			&river.PeriodicJobOpts{RunOnStart: true})
 	}
-	config := &river.Config{
+	client, err := river.NewClient(riverpgxv5.New(cfg.DB.Pool()), &river.Config{
 		Logger: slog.New(warnOnly{cfg.Logger.Handler()}),
 		Queues: map[string]river.QueueConfig{
 			river.QueueDefault: {MaxWorkers: maxWorkers, FetchCooldown: housekeepingFetchCooldown},
@@ -111,7 +107,7 @@ func newClient(cfg Config, adjust func(*river.Config)) (*river.Client[pgx.Tx], e
 		// The client's cooldown is also how often River's own inserts
 		// NOTIFY a queue. Pushes and webhooks do not depend on it: the
 		// transactions that queue them wake their queue every time (see
-		// queue.WakeSQL).
+		// internal/postgres's waker).
 		FetchCooldown:        housekeepingFetchCooldown,
 		JobTimeout:           jobTimeout,
 		RescueStuckJobsAfter: rescueStuckJobsAfter,
@@ -128,11 +124,7 @@ func newClient(cfg Config, adjust func(*river.Config)) (*river.Client[pgx.Tx], e
 		},
 		// Finished housekeeping jobs are of no interest for long.
 		CompletedJobRetentionPeriod: time.Hour,
-	}
-	if adjust != nil {
-		adjust(config)
-	}
-	client, err := river.NewClient(riverpgxv5.New(cfg.DB.Pool()), config)
+	})
 	if err != nil {
 		return nil, fmt.Errorf("river client: %w", err)
 	}

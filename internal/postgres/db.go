@@ -100,6 +100,7 @@ type DB struct {
 	keys   *seal.Keyring
 	logger *slog.Logger
 	queue  queue.Inserter
+	waker  *waker
 	// instance identifies this server process among the replicas sharing
 	// the database (for targeted wake-ups).
 	instance string
@@ -113,35 +114,40 @@ func (db *DB) UseQueue(q queue.Inserter) { db.queue = q }
 var errNoQueue = errors.New("no job queue configured")
 
 // enqueue inserts jobs in tx, and wakes their queues' workers when tx
-// commits (see queue.WakeSQL).
+// commits (see wakeSQL). It serves the acts that are rare (device news,
+// the sweeps): their NOTIFY rides in the transaction.
 func (db *DB) enqueue(ctx context.Context, tx pgx.Tx, params []river.InsertManyParams) ([]*rivertype.JobInsertResult, error) {
 	if db.queue == nil {
 		return nil, errNoQueue
 	}
-	if _, err := tx.Exec(ctx, queue.WakeSQL, queue.Wakeups(params)); err != nil {
+	if _, err := tx.Exec(ctx, wakeSQL, wakeups(params)); err != nil {
 		return nil, fmt.Errorf("wake queues: %w", err)
 	}
 	return db.queue.InsertManyTx(ctx, tx, params)
 }
 
-// enqueuePiped is enqueue within a pipe: the wake-up rides with the
-// statements already queued, so it costs no round trip.
+// enqueuePiped inserts jobs in a pipe's transaction, and has the waker
+// wake their queues once it commits: the hot acts (creating and resolving
+// challenges) share wake-ups rather than each NOTIFY in its transaction.
 func (db *DB) enqueuePiped(ctx context.Context, p *pipe, params []river.InsertManyParams) error {
 	if db.queue == nil {
 		return errNoQueue
 	}
-	p.Queue(queue.WakeSQL, queue.Wakeups(params))
 	tx, err := p.Tx(ctx) // sends what is queued first
 	if err != nil {
 		return err
 	}
-	_, err = db.queue.InsertManyTx(ctx, tx, params)
-	return err
+	if _, err := db.queue.InsertManyTx(ctx, tx, params); err != nil {
+		return err
+	}
+	payloads := wakeups(params)
+	p.afterCommit(func() { db.waker.wake(payloads) })
+	return nil
 }
 
 // New wraps a pool. keys seals and opens recoverable secrets.
 func New(pool *pgxpool.Pool, keys *seal.Keyring, logger *slog.Logger) *DB {
-	return &DB{pool: pool, keys: keys, logger: logger, instance: uuid.NewString()}
+	return &DB{pool: pool, keys: keys, logger: logger, instance: uuid.NewString(), waker: newWaker(logger)}
 }
 
 // Pool returns the underlying pool (for River and health checks).

@@ -25,7 +25,12 @@ type pipe struct {
 	conn  *pgxpool.Conn
 	tx    pgx.Tx // the transaction once BEGIN has been sent, for code that wants a pgx.Tx (River)
 	batch *pgx.Batch
+	// committed runs once COMMIT has succeeded.
+	committed []func()
 }
+
+// afterCommit has f run once the transaction has committed.
+func (p *pipe) afterCommit(f func()) { p.committed = append(p.committed, f) }
 
 // openPipe takes a connection and queues BEGIN.
 func (db *DB) openPipe(ctx context.Context) (*pipe, error) {
@@ -77,6 +82,9 @@ func (p *pipe) Commit(ctx context.Context) error {
 	p.conn = nil
 	if tag.String() == "ROLLBACK" {
 		return pgx.ErrTxCommitRollback
+	}
+	for _, f := range p.committed {
+		f()
 	}
 	return nil
 }

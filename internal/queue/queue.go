@@ -6,7 +6,6 @@ package queue
 
 import (
 	"context"
-	"fmt"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
@@ -18,36 +17,8 @@ type Inserter interface {
 	InsertManyTx(ctx context.Context, tx pgx.Tx, params []river.InsertManyParams) ([]*rivertype.JobInsertResult, error)
 }
 
-// WakeSQL, run in a transaction that inserts jobs, wakes the workers of
-// the queues named in its one argument (a text array) the moment the
-// transaction commits. Wakeups gives the argument.
-//
-// River notifies its queues of inserts itself, but at most once per queue
-// per client FetchCooldown, and it decides at insert time: a job whose
-// insert went unannounced, and that commits after the fetch another job's
-// notification caused, waits for the queue's next poll. A push must not.
-// So the transactions that queue work send River's own notification every
-// time; PostgreSQL delivers it once when River sends the same one in the
-// same transaction. internal/jobs tests that River's workers answer it.
-const WakeSQL = `SELECT pg_notify(current_schema() || '.river_insert', p) FROM unnest($1::text[]) AS p`
-
-// Wakeups is WakeSQL's argument for the queues of these jobs, in River's
-// own payload format.
-func Wakeups(params []river.InsertManyParams) []string {
-	var payloads []string
-	seen := map[string]bool{}
-	for _, p := range params {
-		q := queueOf(p)
-		if !seen[q] {
-			seen[q] = true
-			payloads = append(payloads, fmt.Sprintf("{\"queue\": %q}", q))
-		}
-	}
-	return payloads
-}
-
-// queueOf is the queue a job is inserted in.
-func queueOf(p river.InsertManyParams) string {
+// Of is the queue a job is inserted in.
+func Of(p river.InsertManyParams) string {
 	if p.InsertOpts != nil && p.InsertOpts.Queue != "" {
 		return p.InsertOpts.Queue
 	}

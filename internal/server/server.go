@@ -142,6 +142,10 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *Ser
 		return nil, err
 	}
 	s.db.UseQueue(s.river)
+	wctx, stopWaking := context.WithCancel(context.WithoutCancel(ctx))
+	waking := make(chan struct{})
+	go func() { defer close(waking); s.db.RunWaker(wctx) }()
+	s.defer_(func(context.Context) error { stopWaking(); <-waking; return nil })
 	// River runs until Stop; its start context must outlive this call.
 	if err := s.river.Start(context.WithoutCancel(ctx)); err != nil {
 		return nil, fmt.Errorf("start job queue: %w", err)
