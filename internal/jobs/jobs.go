@@ -105,9 +105,9 @@ func NewClient(cfg Config) (*river.Client[pgx.Tx], error) {
 			queue.QueueWebhook: {MaxWorkers: maxWorkers, FetchCooldown: housekeepingFetchCooldown},
 		},
 		// The client's cooldown is also how often River's own inserts
-		// NOTIFY a queue. Pushes and webhooks do not depend on it: the
-		// transactions that queue them wake their queue every time (see
-		// internal/postgres's waker).
+		// NOTIFY a queue. Pushes and webhooks do not depend on it: a
+		// notification follows every commit that queues them
+		// (internal/postgres/waker.go).
 		FetchCooldown:        housekeepingFetchCooldown,
 		JobTimeout:           jobTimeout,
 		RescueStuckJobsAfter: rescueStuckJobsAfter,
