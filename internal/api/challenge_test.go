@@ -779,6 +779,20 @@ func TestWebhook(t *testing.T) {
 	if h := hooks.Webhooks[0]; h.Attempts != 2 || h.LastStatus == nil || *h.LastStatus != 200 {
 		t.Fatalf("delivery %+v", h)
 	}
+
+	// An expiry, which the sweep records, is called back too.
+	c2 := newChallenge(t, e, secret, "pia")
+	expireNow(t, e, c2.ID)
+	select {
+	case rec = <-got:
+	case <-time.After(45 * time.Second):
+		t.Fatalf("no webhook for the expiry (%d calls)", calls.Load())
+	}
+	event = wire.WebhookEvent{}
+	if err := json.Unmarshal([]byte(rec.body), &event); err != nil || event.Challenge.ID != c2.ID || event.Challenge.State != "expired" ||
+		event.Challenge.Resolution != "expired" {
+		t.Fatalf("body %s", rec.body)
+	}
 }
 
 // TestWebhookRefusesPrivateAddresses: without the loopback flag, a webhook

@@ -438,15 +438,25 @@ func (db *DB) expireChallenges(ctx context.Context, tx pgx.Tx) (int, error) {
 	}
 	// No NOTIFY: waiters stop at expires_at by themselves and then read
 	// the challenge as expired.
+	var hooks []river.InsertManyParams
 	for _, c := range expired {
-		if err := db.queueWebhook(ctx, tx, c); err != nil {
+		job, err := db.webhookJob(ctx, tx, c)
+		if err != nil {
 			return 0, err
+		}
+		if job != nil {
+			hooks = append(hooks, *job)
 		}
 		if err := insertAudit(ctx, tx, c.TenantID, audit.Event{Type: auditChallengeResolved,
 			Actor: audit.Actor{Type: audit.ActorSystem, ID: "expiry"}, UserID: c.UserID,
 			Data: jsonOf(map[string]any{"challenge_id": c.ID, "state": c.State, "resolution": c.Resolution,
 				"application_id": c.ApplicationID})}); err != nil {
 			return 0, err
+		}
+	}
+	if len(hooks) > 0 {
+		if _, err := db.enqueue(ctx, tx, hooks); err != nil {
+			return 0, fmt.Errorf("queue webhooks: %w", err)
 		}
 	}
 	return len(expired), nil

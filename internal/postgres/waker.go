@@ -98,18 +98,23 @@ func (db *DB) RunWaker(ctx context.Context) {
 			return
 		case <-w.kick:
 		}
+		gap := wakeGap
 		if payloads := w.take(); len(payloads) > 0 {
-			// Its own short deadline: a wake-up late by more is no use.
+			// Its own short deadline, not to hang on a lost connection.
 			sctx, cancel := context.WithTimeout(ctx, time.Second)
 			if _, err := db.pool.Exec(sctx, wakeSQL, payloads); err != nil && ctx.Err() == nil {
-				w.logger.Warn("wake job queues (their poll will find the jobs)", "error", err)
+				// Tried again a second later; meanwhile the queues' poll
+				// finds the jobs.
+				w.logger.Warn("wake job queues", "error", err)
+				w.wake(payloads)
+				gap = time.Second
 			}
 			cancel()
 		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(wakeGap):
+		case <-time.After(gap):
 		}
 	}
 }

@@ -15,25 +15,23 @@ import (
 	"github.com/pushmfa/pushmfa/internal/seal"
 )
 
-// queueWebhook queues the call of the application's webhook, if it has one,
-// in the transaction that resolved the challenge.
-func (db *DB) queueWebhook(ctx context.Context, tx pgx.Tx, c challenge.Challenge) error {
+// webhookJob records the call of the application's webhook, if it has one,
+// in the transaction that resolved the challenge, and returns the job that
+// makes it (nil for none) for the caller to enqueue with the others.
+func (db *DB) webhookJob(ctx context.Context, tx pgx.Tx, c challenge.Challenge) (*river.InsertManyParams, error) {
 	var hook *string
 	if err := tx.QueryRow(ctx, `SELECT webhook_url FROM applications WHERE id = $1`, c.ApplicationID).Scan(&hook); err != nil {
-		return fmt.Errorf("queue webhook: %w", err)
+		return nil, fmt.Errorf("queue webhook: %w", err)
 	}
 	if hook == nil {
-		return nil
+		return nil, nil
 	}
 	id := uuid.NewString()
 	if _, err := tx.Exec(ctx, `INSERT INTO webhook_deliveries (id, tenant_id, application_id, challenge_id)
 		VALUES ($1, $2, $3, $4)`, id, c.TenantID, c.ApplicationID, c.ID); err != nil {
-		return fmt.Errorf("queue webhook: %w", err)
+		return nil, fmt.Errorf("queue webhook: %w", err)
 	}
-	if _, err := db.enqueue(ctx, tx, []river.InsertManyParams{{Args: queue.WebhookArgs{DeliveryID: id}}}); err != nil {
-		return fmt.Errorf("queue webhook: %w", err)
-	}
-	return nil
+	return &river.InsertManyParams{Args: queue.WebhookArgs{DeliveryID: id}}, nil
 }
 
 // WebhookCall is what one webhook attempt needs.
