@@ -181,11 +181,8 @@ func pushOnce(o options, ca *pushtest.CA, dir string) (PushResult, error) {
 		return res, err
 	}
 	defer fcm.Close()
-	keyFile, credsFile := filepath.Join(dir, "apns.p8"), filepath.Join(dir, "fcm.json")
-	if err := os.WriteFile(keyFile, p8, 0o600); err != nil {
-		return res, err
-	}
-	if err := os.WriteFile(credsFile, fcm.CredentialsJSON(), 0o600); err != nil {
+	keyFile, credsFile, err := pushtest.WriteCredentials(dir, p8, fcm)
+	if err != nil {
 		return res, err
 	}
 	st, err := start(ctx, o, "SSL_CERT_FILE="+os.Getenv("SSL_CERT_FILE"),
@@ -336,22 +333,12 @@ func pushOnce(o options, ca *pushtest.CA, dir string) (PushResult, error) {
 		arrived[k] = append(arrived[k], at)
 	}
 	for _, p := range apns.Received() {
-		var body struct {
-			Type        string `json:"type"`
-			ChallengeID string `json:"challenge_id"`
-		}
-		_ = json.Unmarshal(p.Payload, &body)
-		note(pushKey{body.ChallengeID, p.Token}, body.Type, p.At, p.Status)
+		kind, challenge := p.Event()
+		note(pushKey{challenge, p.Token}, kind, p.At, p.Status)
 	}
 	for _, p := range fcm.Received() {
-		var msg struct {
-			Data struct {
-				Type        string `json:"type"`
-				ChallengeID string `json:"challenge_id"`
-			} `json:"data"`
-		}
-		_ = json.Unmarshal(p.Message, &msg)
-		note(pushKey{msg.Data.ChallengeID, p.Token}, msg.Data.Type, p.At, p.Status)
+		kind, challenge := p.Event()
+		note(pushKey{challenge, p.Token}, kind, p.At, p.Status)
 	}
 	var fromSend, fromReply []time.Duration
 	last := burstStart

@@ -10,7 +10,6 @@ import (
 	"maps"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -198,11 +197,8 @@ func crashFakes(t *testing.T) (*pushtest.APNs, *pushtest.FCM, map[string]string)
 	}
 	t.Cleanup(fcm.Close)
 	dir := t.TempDir()
-	keyFile, credsFile := filepath.Join(dir, "AuthKey.p8"), filepath.Join(dir, "service-account.json")
-	if err := os.WriteFile(keyFile, p8, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(credsFile, fcm.CredentialsJSON(), 0o600); err != nil {
+	keyFile, credsFile, err := pushtest.WriteCredentials(dir, p8, fcm)
+	if err != nil {
 		t.Fatal(err)
 	}
 	return apns, fcm, map[string]string{
@@ -487,23 +483,13 @@ func (p crashPush) answeredBefore(t time.Time) bool {
 func crashPushes(apns []pushtest.APNsPush, fcm []pushtest.FCMPush) []crashPush {
 	var out []crashPush
 	for _, p := range apns {
-		var body struct {
-			Type        string `json:"type"`
-			ChallengeID string `json:"challenge_id"`
-		}
-		_ = json.Unmarshal(p.Payload, &body) // checked by the kind
-		out = append(out, crashPush{provider: "apns", token: p.Token, kind: body.Type, challenge: body.ChallengeID,
+		kind, challenge := p.Event()
+		out = append(out, crashPush{provider: "apns", token: p.Token, kind: kind, challenge: challenge,
 			status: p.Status, at: p.At, answered: p.Answered, raw: string(p.Payload)})
 	}
 	for _, p := range fcm {
-		var msg struct {
-			Data struct {
-				Type        string `json:"type"`
-				ChallengeID string `json:"challenge_id"`
-			} `json:"data"`
-		}
-		_ = json.Unmarshal(p.Message, &msg)
-		out = append(out, crashPush{provider: "fcm", token: p.Token, kind: msg.Data.Type, challenge: msg.Data.ChallengeID,
+		kind, challenge := p.Event()
+		out = append(out, crashPush{provider: "fcm", token: p.Token, kind: kind, challenge: challenge,
 			status: p.Status, at: p.At, answered: p.Answered, raw: string(p.Message)})
 	}
 	return out

@@ -8,8 +8,6 @@ import (
 	"errors"
 	"maps"
 	"net/http"
-	"os"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -64,11 +62,8 @@ func startWithFakes(t *testing.T, opts ...apitest.Option) *pushEnv {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	keyFile, credsFile := filepath.Join(dir, "AuthKey.p8"), filepath.Join(dir, "service-account.json")
-	if err := os.WriteFile(keyFile, p8, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(credsFile, fcm.CredentialsJSON(), 0o600); err != nil {
+	keyFile, credsFile, err := pushtest.WriteCredentials(dir, p8, fcm)
+	if err != nil {
 		t.Fatal(err)
 	}
 	opts = append([]apitest.Option{

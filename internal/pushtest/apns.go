@@ -442,3 +442,14 @@ func NewP8Key() (p8 []byte, key *ecdsa.PrivateKey, err error) {
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), key, nil
 }
+
+// Event is what the push says: its type and the challenge it names (""
+// for none), from the payload.
+func (p APNsPush) Event() (kind, challengeID string) {
+	var body struct {
+		Type        string `json:"type"`
+		ChallengeID string `json:"challenge_id"`
+	}
+	_ = json.Unmarshal(p.Payload, &body) // the fake checked its shape
+	return body.Type, body.ChallengeID
+}

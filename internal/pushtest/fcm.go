@@ -13,6 +13,8 @@ import (
 	"io"
 	"math/big"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -587,4 +589,30 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b) // crypto/rand.Read never fails (Go 1.24+)
 	return hex.EncodeToString(b)
+}
+
+// Event is what the push says: its type and the challenge it names (""
+// for none), from the message's data.
+func (p FCMPush) Event() (kind, challengeID string) {
+	var msg struct {
+		Data struct {
+			Type        string `json:"type"`
+			ChallengeID string `json:"challenge_id"`
+		} `json:"data"`
+	}
+	_ = json.Unmarshal(p.Message, &msg) // the fake checked its shape
+	return msg.Data.Type, msg.Data.ChallengeID
+}
+
+// WriteCredentials writes an APNs .p8 key and the FCM fake's service
+// account into dir, for a server's APNS_KEY_FILE and FCM_CREDENTIALS_FILE.
+func WriteCredentials(dir string, p8 []byte, fcm *FCM) (keyFile, credsFile string, err error) {
+	keyFile, credsFile = filepath.Join(dir, "AuthKey.p8"), filepath.Join(dir, "service-account.json")
+	if err := os.WriteFile(keyFile, p8, 0o600); err != nil {
+		return "", "", err
+	}
+	if err := os.WriteFile(credsFile, fcm.CredentialsJSON(), 0o600); err != nil {
+		return "", "", err
+	}
+	return keyFile, credsFile, nil
 }
