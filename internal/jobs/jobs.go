@@ -96,8 +96,8 @@ func NewClient(cfg Config) (*river.Client[pgx.Tx], error) {
 		Logger: slog.New(warnOnly{cfg.Logger.Handler()}),
 		Queues: map[string]river.QueueConfig{
 			river.QueueDefault: {MaxWorkers: maxWorkers, FetchCooldown: housekeepingFetchCooldown},
-			// Pushes start the instant their challenge commits: the
-			// insert's NOTIFY wakes the queue, and a short cooldown lets
+			// Pushes start the instant their challenge commits: a NOTIFY
+			// after the commit wakes the queue, and a short cooldown lets
 			// the next batch be fetched at once. Sends wait on the network,
 			// not the CPU, so many run at a time.
 			queue.QueuePush: {MaxWorkers: pushWorkers, FetchCooldown: pushFetchCooldown,

@@ -19,7 +19,6 @@ import (
 	"github.com/pushmfa/pushmfa/internal/errs"
 	"github.com/pushmfa/pushmfa/internal/jose"
 	"github.com/pushmfa/pushmfa/internal/policy"
-	"github.com/pushmfa/pushmfa/internal/queue"
 )
 
 // Audit event types of challenges.
@@ -108,11 +107,7 @@ func (db *DB) CreateChallenge(ctx context.Context, in NewChallenge) (c challenge
 			return err
 		}
 		if len(deliveries) > 0 {
-			params := make([]river.InsertManyParams, len(deliveries))
-			for i, id := range deliveries {
-				params[i] = river.InsertManyParams{Args: queue.DeliverArgs{DeliveryID: id}}
-			}
-			if err := db.enqueuePiped(ctx, p, params); err != nil {
+			if err := db.enqueuePiped(ctx, p, deliverJobs(deliveries)); err != nil {
 				return err
 			}
 		}
@@ -436,8 +431,8 @@ func (db *DB) expireChallenges(ctx context.Context, tx pgx.Tx) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	// No NOTIFY: waiters stop at expires_at by themselves and then read
-	// the challenge as expired.
+	// No NOTIFY to long-polls: they stop at expires_at by themselves and
+	// then read the challenge as expired.
 	var hooks []river.InsertManyParams
 	for _, c := range expired {
 		job, err := db.webhookJob(ctx, tx, c)

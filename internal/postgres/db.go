@@ -126,6 +126,15 @@ func (db *DB) enqueue(ctx context.Context, tx pgx.Tx, params []river.InsertManyP
 	return db.queue.InsertManyTx(ctx, tx, params)
 }
 
+// deliverJobs are the deliver jobs of these deliveries.
+func deliverJobs(ids []string) []river.InsertManyParams {
+	params := make([]river.InsertManyParams, len(ids))
+	for i, id := range ids {
+		params[i] = river.InsertManyParams{Args: queue.DeliverArgs{DeliveryID: id}}
+	}
+	return params
+}
+
 // enqueuePiped inserts jobs in a pipe's transaction, and has the waker
 // wake their queues once it commits: the hot acts (creating and resolving
 // challenges) share wake-ups rather than each NOTIFY in its transaction.

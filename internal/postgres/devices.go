@@ -296,11 +296,7 @@ func (db *DB) notify(ctx context.Context, tx pgx.Tx, tenantID, userID, exceptDev
 	if err != nil || len(ids) == 0 {
 		return err
 	}
-	params := make([]river.InsertManyParams, len(ids))
-	for i, id := range ids {
-		params[i] = river.InsertManyParams{Args: queue.DeliverArgs{DeliveryID: id}}
-	}
-	if _, err := db.enqueue(ctx, tx, params); err != nil {
+	if _, err := db.enqueue(ctx, tx, deliverJobs(ids)); err != nil {
 		return fmt.Errorf("queue notifications: %w", err)
 	}
 	return nil

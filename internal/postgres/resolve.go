@@ -160,10 +160,7 @@ func (db *DB) queueResolve(p *pipe, rs *resolution, out *resolved) {
 // COMMIT travel together.
 func (db *DB) finishResolve(ctx context.Context, p *pipe, out *resolved) error {
 	if out.at != nil && (len(out.deliveries) > 0 || out.webhook != nil) {
-		params := make([]river.InsertManyParams, 0, len(out.deliveries)+1)
-		for _, id := range out.deliveries {
-			params = append(params, river.InsertManyParams{Args: queue.DeliverArgs{DeliveryID: id}})
-		}
+		params := deliverJobs(out.deliveries)
 		if out.webhook != nil {
 			params = append(params, river.InsertManyParams{Args: queue.WebhookArgs{DeliveryID: *out.webhook}})
 		}

@@ -220,13 +220,7 @@ func (j *journal[T]) update(fn func()) {
 // all returns deep copies, so callers can neither race with updates nor
 // change what the fake recorded.
 func (j *journal[T]) all(clone func(T) T) []T {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	out := make([]T, len(j.recs))
-	for i, r := range j.recs {
-		out[i] = clone(*r)
-	}
-	return out
+	return j.matching(func(*T) bool { return true }, clone)
 }
 
 // matching is all, for the records keep selects (read under the lock).

@@ -33,7 +33,7 @@ func Of(p river.InsertManyParams) string {
 type DeliverArgs struct {
 	DeliveryID string `json:"delivery_id"`
 	// RescueOf is the job this one stands in for: a deliver job left
-	// running by a process that died (see postgres.RescuePushes).
+	// running by a process that died (see rescuePushes in internal/postgres).
 	RescueOf int64 `json:"rescue_of,omitempty"`
 }
 

@@ -142,10 +142,7 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *Ser
 		return nil, err
 	}
 	s.db.UseQueue(s.river)
-	wctx, stopWaking := context.WithCancel(context.WithoutCancel(ctx))
-	waking := make(chan struct{})
-	go func() { defer close(waking); s.db.RunWaker(wctx) }()
-	s.defer_(func(context.Context) error { stopWaking(); <-waking; return nil })
+	s.background(ctx, s.db.RunWaker)
 	// River runs until Stop; its start context must outlive this call.
 	if err := s.river.Start(context.WithoutCancel(ctx)); err != nil {
 		return nil, fmt.Errorf("start job queue: %w", err)
@@ -155,10 +152,7 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *Ser
 	// One LISTEN connection per process wakes every long-poll.
 	s.hub = notify.NewHub(100_000)
 	s.apps = notify.NewApps(time.Minute)
-	lctx, stopListening := context.WithCancel(context.WithoutCancel(ctx))
-	listening := make(chan struct{})
-	go func() { defer close(listening); s.db.NewListener(s.hub, s.apps).Run(lctx) }()
-	s.defer_(func(context.Context) error { stopListening(); <-listening; return nil })
+	s.background(ctx, s.db.NewListener(s.hub, s.apps).Run)
 
 	if err := s.serve(); err != nil {
 		return nil, err
@@ -276,6 +270,15 @@ func (s *Server) Shutdown(ctx context.Context) error {
 }
 
 func (s *Server) defer_(f func(context.Context) error) { s.cleanup = append(s.cleanup, f) }
+
+// background runs run until shutdown, which cancels its context and waits
+// for it to return. Its context outlives ctx, which ends with Start.
+func (s *Server) background(ctx context.Context, run func(context.Context)) {
+	bctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan struct{})
+	go func() { defer close(done); run(bctx) }()
+	s.defer_(func(context.Context) error { stop(); <-done; return nil })
+}
 
 // drain stops an HTTP server gracefully within the shutdown budget, and
 // closes what is still open when the budget runs out.
