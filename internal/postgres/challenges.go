@@ -59,8 +59,8 @@ type NewChallenge struct {
 // With an idempotency key, the same key and body return the challenge made
 // the first time (replayed true); the same key with another body is
 // idempotency_mismatch. Two round trips: BEGIN, the user's lock and what the
-// guard reads travel together; the challenge's rows and COMMIT follow (with
-// the push jobs between them when the user has push devices).
+// guard reads travel together; the challenge's rows and COMMIT follow (the
+// push jobs take a third between them when the user has push devices).
 func (db *DB) CreateChallenge(ctx context.Context, in NewChallenge) (c challenge.Challenge, replayed bool, err error) {
 	var refusal error
 	err = db.piped(ctx, func(p *pipe) error {
@@ -102,14 +102,21 @@ func (db *DB) CreateChallenge(ctx context.Context, in NewChallenge) (c challenge
 		if r.policy.PushEnabled {
 			push = r.push
 		}
-		deliveries, err := db.queueInsertChallenge(p, c, in, push)
-		if err != nil {
-			return err
+		// The push jobs go first, in a round trip of their own (River
+		// inserts through a pgx.Tx): they name only the deliveries' ids,
+		// and nothing sees either before COMMIT, which then rides with the
+		// challenge's rows.
+		deliveries := make([]string, len(push))
+		for i := range push {
+			deliveries[i] = uuid.NewString()
 		}
 		if len(deliveries) > 0 {
 			if err := db.enqueuePiped(ctx, p, deliverJobs(deliveries)); err != nil {
 				return err
 			}
+		}
+		if err := db.queueInsertChallenge(p, c, in, push, deliveries); err != nil {
+			return err
 		}
 		return p.Commit(ctx)
 	})
@@ -217,12 +224,12 @@ func newChallenge(in NewChallenge, userID string, p policy.Policy) (challenge.Ch
 }
 
 // queueInsertChallenge queues, as one statement, the challenge's row, a
-// deliveries row for each push device and the audit event. It returns the
-// deliveries' ids, whose jobs the caller queues.
-func (db *DB) queueInsertChallenge(p *pipe, c challenge.Challenge, in NewChallenge, push []string) ([]string, error) {
+// deliveries row for each push device (with the given ids) and the audit
+// event.
+func (db *DB) queueInsertChallenge(p *pipe, c challenge.Challenge, in NewChallenge, push, deliveries []string) error {
 	ctxJSON, err := json.Marshal(c.Context)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	var number *int
 	if c.Number != 0 {
@@ -232,10 +239,6 @@ func (db *DB) queueInsertChallenge(p *pipe, c challenge.Challenge, in NewChallen
 	var digest []byte
 	if in.IdempotencyKey != "" {
 		key, digest = &in.IdempotencyKey, in.RequestDigest
-	}
-	deliveries := make([]string, len(push))
-	for i := range push {
-		deliveries[i] = uuid.NewString()
 	}
 	p.Queue(`WITH ch AS (
 			INSERT INTO challenges (id, tenant_id, application_id, user_id, created_at, expires_at,
@@ -252,7 +255,7 @@ func (db *DB) queueInsertChallenge(p *pipe, c challenge.Challenge, in NewChallen
 		c.Nonce, number, key, digest, db.instance, deliveries, push,
 		auditChallengeCreated, in.By.Type, in.By.ID, string(jsonOf(map[string]any{"challenge_id": c.ID,
 			"application_id": c.ApplicationID, "number_matching": number != nil, "expires_at": c.ExpiresAt.UTC()})))
-	return deliveries, nil
+	return nil
 }
 
 // Challenge returns a challenge within a tenant and, when appID is set, of
