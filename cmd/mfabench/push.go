@@ -92,6 +92,11 @@ type PushResult struct {
 	// PGTxPerChallenge is PostgreSQL transactions per challenge over the
 	// burst: its create and its two deliveries, and River's fetches.
 	PGTxPerChallenge float64 `json:"pg_transactions_per_challenge"`
+	// The floor (floor.go), measured after a burst on the same cluster:
+	// pgbench alone doing only the writes the issue fixes, its pushes a
+	// second and PostgreSQL's CPU per push.
+	FloorPushesPerSecond    float64 `json:"floor_pushes_per_second,omitempty"`
+	FloorPostgresCPUPerPush float64 `json:"floor_postgres_cpu_ms_per_push,omitempty"`
 }
 
 // pushMain installs the fakes' CA, then runs the push benchmark. main calls
@@ -401,8 +406,18 @@ func pushOnce(o options, ca *pushtest.CA, dir string) (PushResult, error) {
 	if res.Missing > 0 || res.Refused > 0 || res.Unexpected > 0 {
 		return res, fmt.Errorf("pushes: %d missing, %d refused, %d unexpected (of %d)", res.Missing, res.Refused, res.Unexpected, want)
 	}
+	if burst(o) {
+		fmt.Fprintf(os.Stderr, "the floor: pgbench alone, %d s\n", floorSeconds)
+		if res.FloorPushesPerSecond, res.FloorPostgresCPUPerPush, err = pushFloor(ctx, st, pgPID); err != nil {
+			return res, err
+		}
+	}
 	return res, nil
 }
+
+// burst reports a run that measures the ceiling (clients creating as fast
+// as the server takes them), not latency at an offered load.
+func burst(o options) bool { return o.concurrency > 1 && o.pushRate == 0 }
 
 // lagProfile prints, for each tenth of the burst (by create order), the
 // median push latency from the create sent: a backlog that builds up shows
@@ -824,27 +839,29 @@ func pushMedians(rs []PushResult) PushResult {
 		return int(pick(func(r PushResult) float64 { return float64(f(r)) }))
 	}
 	return PushResult{
-		FromSendP50ms:      pick(func(r PushResult) float64 { return r.FromSendP50ms }),
-		FromSendP99ms:      pick(func(r PushResult) float64 { return r.FromSendP99ms }),
-		FromReplyP50ms:     pick(func(r PushResult) float64 { return r.FromReplyP50ms }),
-		FromReplyP99ms:     pick(func(r PushResult) float64 { return r.FromReplyP99ms }),
-		ServerHistP50ms:    pick(func(r PushResult) float64 { return r.ServerHistP50ms }),
-		ServerHistP99ms:    pick(func(r PushResult) float64 { return r.ServerHistP99ms }),
-		PushesPerSecond:    pick(func(r PushResult) float64 { return r.PushesPerSecond }),
-		BurstSeconds:       pick(func(r PushResult) float64 { return r.BurstSeconds }),
-		CreatesPerSecond:   pick(func(r PushResult) float64 { return r.CreatesPerSecond }),
-		CreateP50ms:        pick(func(r PushResult) float64 { return r.CreateP50ms }),
-		CreateP99ms:        pick(func(r PushResult) float64 { return r.CreateP99ms }),
-		Pushes:             pickInt(func(r PushResult) int { return r.Pushes }),
-		Missing:            pickInt(func(r PushResult) int { return r.Missing }),
-		Duplicates:         pickInt(func(r PushResult) int { return r.Duplicates }),
-		Refused:            pickInt(func(r PushResult) int { return r.Refused }),
-		Unexpected:         pickInt(func(r PushResult) int { return r.Unexpected }),
-		ServerCPUPerPush:   pick(func(r PushResult) float64 { return r.ServerCPUPerPush }),
-		PostgresCPUPerPush: pick(func(r PushResult) float64 { return r.PostgresCPUPerPush }),
-		BenchCPUPerPush:    pick(func(r PushResult) float64 { return r.BenchCPUPerPush }),
-		OtherCPUShare:      pick(func(r PushResult) float64 { return r.OtherCPUShare }),
-		PGTxPerChallenge:   pick(func(r PushResult) float64 { return r.PGTxPerChallenge }),
+		FromSendP50ms:           pick(func(r PushResult) float64 { return r.FromSendP50ms }),
+		FromSendP99ms:           pick(func(r PushResult) float64 { return r.FromSendP99ms }),
+		FromReplyP50ms:          pick(func(r PushResult) float64 { return r.FromReplyP50ms }),
+		FromReplyP99ms:          pick(func(r PushResult) float64 { return r.FromReplyP99ms }),
+		ServerHistP50ms:         pick(func(r PushResult) float64 { return r.ServerHistP50ms }),
+		ServerHistP99ms:         pick(func(r PushResult) float64 { return r.ServerHistP99ms }),
+		PushesPerSecond:         pick(func(r PushResult) float64 { return r.PushesPerSecond }),
+		BurstSeconds:            pick(func(r PushResult) float64 { return r.BurstSeconds }),
+		CreatesPerSecond:        pick(func(r PushResult) float64 { return r.CreatesPerSecond }),
+		CreateP50ms:             pick(func(r PushResult) float64 { return r.CreateP50ms }),
+		CreateP99ms:             pick(func(r PushResult) float64 { return r.CreateP99ms }),
+		Pushes:                  pickInt(func(r PushResult) int { return r.Pushes }),
+		Missing:                 pickInt(func(r PushResult) int { return r.Missing }),
+		Duplicates:              pickInt(func(r PushResult) int { return r.Duplicates }),
+		Refused:                 pickInt(func(r PushResult) int { return r.Refused }),
+		Unexpected:              pickInt(func(r PushResult) int { return r.Unexpected }),
+		ServerCPUPerPush:        pick(func(r PushResult) float64 { return r.ServerCPUPerPush }),
+		PostgresCPUPerPush:      pick(func(r PushResult) float64 { return r.PostgresCPUPerPush }),
+		BenchCPUPerPush:         pick(func(r PushResult) float64 { return r.BenchCPUPerPush }),
+		OtherCPUShare:           pick(func(r PushResult) float64 { return r.OtherCPUShare }),
+		PGTxPerChallenge:        pick(func(r PushResult) float64 { return r.PGTxPerChallenge }),
+		FloorPushesPerSecond:    pick(func(r PushResult) float64 { return r.FloorPushesPerSecond }),
+		FloorPostgresCPUPerPush: pick(func(r PushResult) float64 { return r.FloorPostgresCPUPerPush }),
 	}
 }
 
@@ -882,7 +899,7 @@ func reportPush(w io.Writer, o options, rs []PushResult, m PushResult) {
 	p99 := verdict(m.FromSendP99ms, m.FromReplyP99ms, targetPushP99ms)
 	rate := "met"
 	switch {
-	case o.concurrency == 1 || o.pushRate > 0:
+	case !burst(o):
 		// One client creating challenges one after another, or a rate
 		// offered, measures latency at a load the machine sustains, not
 		// the ceiling.
@@ -906,6 +923,10 @@ func reportPush(w io.Writer, o options, rs []PushResult, m PushResult) {
 	row("    mfabench CPU per push (clients and fakes)", "", func(r PushResult) float64 { return r.BenchCPUPerPush }, "ms", ms)
 	row("    other processes' share of the machine's CPU", "(should be near 0)", func(r PushResult) float64 { return r.OtherCPUShare }, "", ms)
 	row("    PostgreSQL transactions per challenge", "", func(r PushResult) float64 { return r.PGTxPerChallenge }, "", ms)
+	if burst(o) {
+		row("floor: pgbench alone, the issue's writes only", "(pushes/s: a ceiling)", func(r PushResult) float64 { return r.FloorPushesPerSecond }, "/s", n)
+		row("    PostgreSQL CPU per push at the floor", "", func(r PushResult) float64 { return r.FloorPostgresCPUPerPush }, "ms", ms)
+	}
 	row("pushes received, distinct", fmt.Sprintf("= %d", 2*o.challenges), func(r PushResult) float64 { return float64(r.Pushes) }, "", n)
 	row("    missing", "= 0", func(r PushResult) float64 { return float64(r.Missing) }, "", n)
 	row("    duplicates", "= 0", func(r PushResult) float64 { return float64(r.Duplicates) }, "", n)
@@ -913,6 +934,11 @@ func reportPush(w io.Writer, o options, rs []PushResult, m PushResult) {
 	fmt.Fprintln(w, "\nThe commit falls between the create sent and its 201: the true commit-to-provider time lies between the two rows;")
 	fmt.Fprintln(w, "a target is met when the upper bound meets it, missed when even the lower bound does not. The server's histogram")
 	fmt.Fprintln(w, "is interpolated within its buckets (..., 5, 10, 30 s): coarse above a few seconds.")
+	if burst(o) {
+		fmt.Fprintln(w, "The floor is pgbench on the same cluster doing, per challenge, only its row, a delivery row and a River job")
+		fmt.Fprintln(w, "per device, then the outcomes and the jobs' completion (cmd/mfabench/floor.go), with the machine to itself:")
+		fmt.Fprintln(w, "no server, no clients, no fakes. Its rate bounds any server built that way on this machine from above.")
+	}
 }
 
 // waitSampler samples what the server's database sessions are doing

@@ -3,8 +3,13 @@ package postgres_test
 import (
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 
 	"github.com/pushmfa/pushmfa/internal/account"
 	"github.com/pushmfa/pushmfa/internal/authenticator"
@@ -13,6 +18,7 @@ import (
 	"github.com/pushmfa/pushmfa/internal/errs"
 	"github.com/pushmfa/pushmfa/internal/jose"
 	"github.com/pushmfa/pushmfa/internal/postgres"
+	"github.com/pushmfa/pushmfa/internal/queue"
 	"github.com/pushmfa/pushmfa/internal/wire"
 )
 
@@ -153,4 +159,68 @@ func waitLocked(t *testing.T, db *postgres.DB) {
 		}
 	}
 	t.Fatal("nobody waited for a lock")
+}
+
+// TestChallengeJobsAreRiverRows holds the deliver jobs a challenge's own
+// statement writes to the rows River's insert writes for the same job, so
+// that a River upgrade that changes its rows fails here, not in the field.
+func TestChallengeJobsAreRiverRows(t *testing.T) {
+	t.Parallel()
+	db, pool := setup(t)
+	ctx := context.Background()
+	tenant := defaultTenant(t, db)
+	app, _, err := db.CreateApplication(ctx, admin, tenant, account.NewApplication{Name: "VPN"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	enrolledWith(t, db, tenant, "erin", "apns", "erins-token")
+	c, _, err := db.CreateChallenge(ctx, postgres.NewChallenge{TenantID: tenant, ApplicationID: app.ID, AppName: app.Name,
+		AppMatching: app.NumberMatching, Request: challenge.Request{User: "erin"}, By: admin, Now: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var delivery string
+	if err := pool.QueryRow(ctx, `SELECT id::text FROM deliveries WHERE challenge_id = $1`, c.ID).Scan(&delivery); err != nil {
+		t.Fatal(err)
+	}
+	// River's own insert of the same job, from an insert-only client.
+	client, err := river.NewClient(riverpgxv5.New(pool), &river.Config{Logger: discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		_, err := client.InsertManyTx(ctx, tx, []river.InsertManyParams{{Args: queue.DeliverArgs{DeliveryID: delivery}}})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// Every column but the id and the times, and the times' shape.
+	rows, err := pool.Query(ctx, `SELECT row_to_json(r)::jsonb - 'id' - 'created_at' - 'scheduled_at',
+			scheduled_at = created_at, created_at > now() - interval '1 minute'
+		FROM river_job r WHERE kind = 'deliver' AND args->>'delivery_id' = $1 ORDER BY id`, delivery)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for rows.Next() {
+		var cols map[string]any
+		var dueAtOnce, fresh bool
+		if err := rows.Scan(&cols, &dueAtOnce, &fresh); err != nil {
+			t.Fatal(err)
+		}
+		if !dueAtOnce || !fresh {
+			t.Errorf("job not due at once, or not new: %v %v", dueAtOnce, fresh)
+		}
+		b, _ := json.Marshal(cols)
+		got = append(got, string(b))
+	}
+	if rows.Err() != nil {
+		t.Fatal(rows.Err())
+	}
+	if len(got) != 2 {
+		t.Fatalf("want the challenge's job and River's, got %d rows", len(got))
+	}
+	if got[0] != got[1] {
+		t.Errorf("the challenge's job row differs from River's own:\n ours:  %s\n River: %s", got[0], got[1])
+	}
 }

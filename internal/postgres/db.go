@@ -136,8 +136,9 @@ func deliverJobs(ids []string) []river.InsertManyParams {
 }
 
 // enqueuePiped inserts jobs in a pipe's transaction, and has the waker
-// wake their queues once it commits: the hot acts (creating and resolving
-// challenges) share wake-ups rather than each NOTIFY in its transaction.
+// wake their queues once it commits: a hot act (resolving a challenge;
+// creating one writes its jobs in its own statement and calls the waker
+// alike) shares wake-ups rather than NOTIFY in its transaction.
 func (db *DB) enqueuePiped(ctx context.Context, p *pipe, params []river.InsertManyParams) error {
 	if db.queue == nil {
 		return errNoQueue

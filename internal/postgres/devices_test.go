@@ -19,13 +19,20 @@ import (
 // returns the device and its key.
 func enrolled(t *testing.T, db *postgres.DB, tenantID, user string) (devices.Device, *authenticator.Device) {
 	t.Helper()
+	return enrolledWith(t, db, tenantID, user, "none", "")
+}
+
+// enrolledWith enrolls a device with a push provider and token.
+func enrolledWith(t *testing.T, db *postgres.DB, tenantID, user, provider, token string) (devices.Device, *authenticator.Device) {
+	t.Helper()
 	ctx := context.Background()
 	_, code, err := db.CreateEnrollment(ctx, postgres.NewEnrollment{TenantID: tenantID, UserName: user, By: admin})
 	if err != nil {
 		t.Fatal(err)
 	}
 	key, _ := authenticator.NewKey()
-	tok, err := authenticator.EnrollToken(key, authenticator.EnrollRequest{Code: code, Platform: "ios", PushProvider: "none", Name: "p"}, time.Now())
+	tok, err := authenticator.EnrollToken(key, authenticator.EnrollRequest{Code: code, Platform: "ios", PushProvider: provider,
+		PushToken: token, Name: "p"}, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,7 +40,8 @@ func enrolled(t *testing.T, db *postgres.DB, tenantID, user string) (devices.Dev
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := db.CompleteEnrollment(ctx, postgres.NewDevice{Token: v, Platform: "ios", PushProvider: "none", Name: "p"})
+	out, err := db.CompleteEnrollment(ctx, postgres.NewDevice{Token: v, Platform: "ios", PushProvider: provider,
+		PushToken: token, Name: "p"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,8 @@ import (
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 
+	"github.com/pushmfa/pushmfa/internal/account"
+	"github.com/pushmfa/pushmfa/internal/challenge"
 	"github.com/pushmfa/pushmfa/internal/pgtest"
 	"github.com/pushmfa/pushmfa/internal/postgres"
 	"github.com/pushmfa/pushmfa/internal/queue"
@@ -37,6 +39,20 @@ func (w *probeWorker) Work(_ context.Context, job *river.Job[probeArgs]) error {
 	return nil
 }
 
+// deliverProbe stands in for the deliver worker: it reports a push job
+// that ran as the number pushRan.
+type deliverProbe struct {
+	river.WorkerDefaults[queue.DeliverArgs]
+	ran chan int
+}
+
+const pushRan = 100
+
+func (w *deliverProbe) Work(context.Context, *river.Job[queue.DeliverArgs]) error {
+	w.ran <- pushRan
+	return nil
+}
+
 // TestWakeStartsUnannouncedJobs holds the wake-ups against River's real
 // workers: River announces a queue's inserts at most once per cooldown, so
 // a job whose insert it did not announce waits for the queue's poll. Here
@@ -56,6 +72,23 @@ func TestWakeStartsUnannouncedJobs(t *testing.T) {
 	probe := &probeWorker{ran: make(chan int, 10)}
 	workers := river.NewWorkers()
 	river.AddWorker(workers, probe)
+	river.AddWorker(workers, &deliverProbe{ran: probe.ran})
+	// A user with a push device, whose challenges queue a push job in
+	// their own statement (not through River's client).
+	tenant := defaultTenant(t, db)
+	app, _, err := db.CreateApplication(ctx, admin, tenant, account.NewApplication{Name: "VPN"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	enrolledWith(t, db, tenant, "pat", "fcm", "pats-token")
+	create := func() {
+		t.Helper()
+		if _, _, err := db.CreateChallenge(ctx, postgres.NewChallenge{TenantID: tenant, ApplicationID: app.ID,
+			AppName: app.Name, AppMatching: app.NumberMatching, Request: challenge.Request{User: "pat"}, By: admin,
+			Now: time.Now()}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	client, err := river.NewClient(riverpgxv5.New(tdb.Pool), &river.Config{
 		Logger:            slog.New(slog.DiscardHandler),
 		FetchCooldown:     time.Hour,
@@ -76,7 +109,7 @@ func TestWakeStartsUnannouncedJobs(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	piped := func(n int) { // as creating a challenge queues its pushes
+	piped := func(n int) { // as resolving a challenge queues its jobs
 		t.Helper()
 		if err := db.EnqueuePiped(ctx, params(n)); err != nil {
 			t.Fatal(err)
@@ -133,10 +166,14 @@ func TestWakeStartsUnannouncedJobs(t *testing.T) {
 	nothing("unannounced")
 	inTx(5)
 	expect(4, 5)
-	for n := 6; n < 9; n++ { // close together: the waker's gap covers them all
+	plain(6)
+	nothing("unannounced")
+	create() // its push job, and the waker's wake-up after its commit
+	expect(6, pushRan)
+	for n := 7; n < 10; n++ { // close together: the waker's gap covers them all
 		piped(n)
 	}
-	expect(6, 7, 8)
+	expect(7, 8, 9)
 }
 
 func TestWakeups(t *testing.T) {
