@@ -458,6 +458,8 @@ func TestIdempotency(t *testing.T) {
 		t.Fatalf("replay: %s / %s", r1.Body, r2.Body)
 	}
 	want(t, send("k1", `{"user":"hana","message":"other"}`), http.StatusConflict, "idempotency_mismatch")
+	// Another body is a mismatch even when it names nobody enrolled.
+	want(t, send("k1", `{"user":"nobody-here"}`), http.StatusConflict, "idempotency_mismatch")
 	want(t, send(strings.Repeat("k", 256), `{"user":"hana"}`), http.StatusBadRequest, "invalid_request")
 	want(t, send("bad\tkey", `{"user":"hana"}`), http.StatusBadRequest, "invalid_request")
 	// Another application may use the same key.

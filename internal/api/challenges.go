@@ -83,6 +83,9 @@ func (h *handlers) createChallenge(w http.ResponseWriter, r *http.Request) {
 		}
 		nc.IdempotencyKey = key
 	}
+	// The listener's connection before the commit: the hub trusts what it
+	// learns of the challenge only if that connection has held since.
+	since := h.hub.Epoch()
 	c, replayed, err := h.db.CreateChallenge(r.Context(), nc)
 	if err != nil {
 		writeError(w, r, err)
@@ -91,7 +94,7 @@ func (h *handlers) createChallenge(w http.ResponseWriter, r *http.Request) {
 	if replayed {
 		w.Header().Set("Idempotent-Replayed", "true")
 	} else {
-		h.hub.Remember(c)
+		h.hub.Remember(c, since)
 	}
 	writeJSON(w, http.StatusCreated, challengeOut(c, h.now()))
 }
@@ -216,6 +219,9 @@ func (h *handlers) cancelChallenge(w http.ResponseWriter, r *http.Request) {
 	}
 	c, err := h.db.Cancel(r.Context(), p.TenantID, p.ID, id, p.Actor())
 	if err != nil {
+		// Had it committed after all (a lost reply to COMMIT), what this
+		// instance knows of the challenge would be stale.
+		h.hub.Forget(id)
 		writeError(w, r, err)
 		return
 	}
@@ -302,6 +308,9 @@ func (h *handlers) respond(w http.ResponseWriter, r *http.Request, tok jose.Devi
 	ans, err := h.db.Respond(r.Context(), tok, resp)
 	tellDevice(w, ans.Device)
 	if err != nil {
+		// Had it committed after all (a lost reply to COMMIT), what this
+		// instance knows of the challenge would be stale.
+		h.hub.Forget(resp.Claims.Challenge)
 		return 0, nil, err
 	}
 	c := ans.Challenge

@@ -457,6 +457,11 @@ func TestProviderFaultChangesNoDevice(t *testing.T) {
 		{"APNs TopicDisallowed", "apns", pushtest.Reply{Reason: "TopicDisallowed"}, "TopicDisallowed"},
 		{"APNs InvalidProviderToken", "apns", pushtest.Reply{Reason: "InvalidProviderToken"}, "InvalidProviderToken"},
 		{"FCM 403", "fcm", pushtest.Reply{Status: 403}, "PERMISSION_DENIED"},
+		// An invalid argument that is not the token is a fault in our
+		// message: erasing tokens for it would erase every device's.
+		{"FCM INVALID_ARGUMENT about the message", "fcm", pushtest.Reply{Reason: "INVALID_ARGUMENT",
+			Message: `Invalid value at 'message.android.ttl' (type.googleapis.com/google.protobuf.Duration), "-1s"`},
+			"INVALID_ARGUMENT (message)"},
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -135,11 +135,25 @@ func (h *Hub) Disconnected() {
 	h.connected = false
 }
 
-// Remember records a challenge this instance just created (after commit).
-func (h *Hub) Remember(c challenge.Challenge) {
+// Epoch names the listener's current connection, for Remember: take it
+// before creating a challenge. It is 0 while the listener is down.
+func (h *Hub) Epoch() uint64 {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if !h.connected {
+		return 0
+	}
+	return h.epoch
+}
+
+// Remember records a challenge this instance just created (after commit),
+// given the Epoch taken before the creation began. Should the listener
+// have reconnected since, a change made elsewhere in between may have been
+// missed, so the challenge is not remembered and reads go to the database.
+func (h *Hub) Remember(c challenge.Challenge, since uint64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.connected || since == 0 || since != h.epoch {
 		return
 	}
 	if ch, ok := h.recent.Get(c.ID); ok {

@@ -13,12 +13,12 @@ func TestHub(t *testing.T) {
 	c := challenge.Challenge{ID: "c1", State: challenge.StatePending}
 
 	// Not listening yet: nothing is remembered or trusted.
-	h.Remember(c)
+	h.Remember(c, h.Epoch())
 	if _, ok := h.Lookup("c1"); ok {
 		t.Fatal("trusted without a listener")
 	}
 	h.Connected()
-	h.Remember(c)
+	h.Remember(c, h.Epoch())
 	if got, ok := h.Lookup("c1"); !ok || got.State != challenge.StatePending {
 		t.Fatalf("lookup %+v %v", got, ok)
 	}
@@ -66,10 +66,26 @@ func TestHub(t *testing.T) {
 
 	// A change that beats Remember is not lost.
 	h.Publish(Change{ID: "c3", State: challenge.StateDenied, Resolution: "deny", ResolvedAt: time.Now()})
-	h.Remember(challenge.Challenge{ID: "c3", State: challenge.StatePending})
+	h.Remember(challenge.Challenge{ID: "c3", State: challenge.StatePending}, h.Epoch())
 	if got, _ := h.Lookup("c3"); got.State != challenge.StateDenied {
 		t.Fatalf("early change lost: %+v", got)
 	}
+
+	// A reconnect while a challenge was being created: a change made
+	// elsewhere meanwhile may have been missed, so it is not remembered.
+	since := h.Epoch()
+	h.Disconnected()
+	h.Connected()
+	h.Remember(challenge.Challenge{ID: "c4", State: challenge.StatePending}, since)
+	if _, ok := h.Lookup("c4"); ok {
+		t.Fatal("a challenge created across a reconnect was trusted")
+	}
+	h.Disconnected()
+	h.Remember(challenge.Challenge{ID: "c5", State: challenge.StatePending}, h.Epoch())
+	if _, ok := h.Lookup("c5"); ok {
+		t.Fatal("a challenge created while the listener was down was trusted")
+	}
+	h.Connected()
 
 	// Forget sends the next lookup to the database.
 	h.Forget("c3")

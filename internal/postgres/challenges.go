@@ -71,15 +71,17 @@ func (db *DB) CreateChallenge(ctx context.Context, in NewChallenge) (c challenge
 		if err := p.Send(ctx); err != nil {
 			return err
 		}
-		if !r.found {
-			return errs.E(challenge.NoActiveDevice, "the user has no active device; enroll one, or use an offline code")
-		}
+		// A key already used answers first, whatever the user: another
+		// body is a mismatch even when it names a user who does not exist.
 		if r.prior != nil {
 			if !bytes.Equal(r.priorDigest, in.RequestDigest) {
 				return errs.E(challenge.IdempotencyMismatch, "this Idempotency-Key was used with another request")
 			}
 			c, replayed = *r.prior, true
 			return nil
+		}
+		if !r.found {
+			return errs.E(challenge.NoActiveDevice, "the user has no active device; enroll one, or use an offline code")
 		}
 		if r.locked {
 			return errs.E(challenge.UserLocked, "the user's push sign-ins are locked; an admin can unlock them, and offline codes still work")

@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
+	"strings"
 	"time"
 
 	firebase "firebase.google.com/go/v4"
@@ -153,9 +155,11 @@ var fcmReplies = []struct {
 	reason string
 }{
 	{messaging.IsUnregistered, TokenInvalid, "UNREGISTERED"},
-	// FCM's answer to a malformed or foreign token; our messages are well
-	// formed.
-	{messaging.IsInvalidArgument, TokenInvalid, "INVALID_ARGUMENT"},
+	// FCM's answer to a malformed or foreign token, and to any other
+	// argument it finds invalid: only the first is the device's. A fault in
+	// our messages would otherwise erase every Android device's token.
+	{invalidToken, TokenInvalid, "INVALID_ARGUMENT"},
+	{messaging.IsInvalidArgument, ProviderFault, "INVALID_ARGUMENT (message)"},
 	// The token belongs to another sender: one device registered with
 	// another project, or (far likelier, and for every device at once)
 	// FCM_PROJECT_ID or the service account names the wrong project.
@@ -168,6 +172,44 @@ var fcmReplies = []struct {
 	{messaging.IsThirdPartyAuthError, ProviderFault, "THIRD_PARTY_AUTH_ERROR"},
 	{errorutils.IsPermissionDenied, ProviderFault, "PERMISSION_DENIED"},
 	{errorutils.IsUnauthenticated, ProviderFault, "UNAUTHENTICATED"},
+}
+
+// invalidToken reports an INVALID_ARGUMENT about the registration token.
+// FCM says so in words only ("The registration token is not a valid FCM
+// registration token", with no detail naming the field); Google's request
+// checks name the field in a BadRequest detail (message.token).
+func invalidToken(err error) bool {
+	if !messaging.IsInvalidArgument(err) {
+		return false
+	}
+	res := errorutils.HTTPResponse(err)
+	if res == nil || res.Body == nil {
+		return false
+	}
+	var body struct {
+		Error struct {
+			Message string `json:"message"`
+			Details []struct {
+				FieldViolations []struct {
+					Field string `json:"field"`
+				} `json:"fieldViolations"`
+			} `json:"details"`
+		} `json:"error"`
+	}
+	if json.NewDecoder(io.LimitReader(res.Body, 64<<10)).Decode(&body) != nil {
+		return false
+	}
+	if strings.Contains(strings.ToLower(body.Error.Message), "registration token") {
+		return true
+	}
+	for _, d := range body.Error.Details {
+		for _, v := range d.FieldViolations {
+			if v.Field == "message.token" {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // fcmError reads the SDK's error, with the status and headers FCM answered.

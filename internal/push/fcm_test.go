@@ -134,7 +134,10 @@ func TestFCMReplies(t *testing.T) {
 		retryAfter time.Duration
 	}{
 		{"unregistered", pushtest.Reply{Reason: "UNREGISTERED"}, TokenInvalid, 404, "UNREGISTERED", 0},
-		{"invalid argument", pushtest.Reply{Reason: "INVALID_ARGUMENT"}, TokenInvalid, 400, "INVALID_ARGUMENT", 0},
+		{"invalid argument: the token", pushtest.Reply{Reason: "INVALID_ARGUMENT"}, TokenInvalid, 400, "INVALID_ARGUMENT", 0},
+		{"invalid argument: the message", pushtest.Reply{Reason: "INVALID_ARGUMENT",
+			Message: `Invalid value at 'message.android.ttl' (type.googleapis.com/google.protobuf.Duration), "-1s"`},
+			ProviderFault, 400, "INVALID_ARGUMENT (message)", 0},
 		{"quota exceeded", pushtest.Reply{Reason: "QUOTA_EXCEEDED"}, Retry, 429, "QUOTA_EXCEEDED", 0},
 		{"quota exceeded, retry after", pushtest.Reply{Reason: "QUOTA_EXCEEDED", RetryAfter: "5"}, Retry, 429, "QUOTA_EXCEEDED", 5 * time.Second},
 		{"unavailable", pushtest.Reply{Reason: "UNAVAILABLE"}, Retry, 503, "UNAVAILABLE", 0},

@@ -284,6 +284,9 @@ func fcmReply(r Reply) *fcmAnswer {
 		a.errorCode = ""
 	}
 	a.message = e.message
+	if r.Message != "" {
+		a.message = r.Message
+	}
 	return a
 }
 

@@ -35,6 +35,11 @@ type Reply struct {
 	// INTERNAL, SENDER_ID_MISMATCH, THIRD_PARTY_AUTH_ERROR), or "" for an
 	// error body without FCM details.
 	Reason string
+	// Message, for FCM, replaces the error message FCM gives for Reason:
+	// INVALID_ARGUMENT says "The registration token is not a valid FCM
+	// registration token" when the token is at fault, and names the field
+	// when the message is ("Invalid value at 'message.android.ttl' ...").
+	Message string
 	// RetryAfter is the Retry-After header value, when set.
 	RetryAfter string
 	// Delay is how long to wait before answering. The wait ends early, with
