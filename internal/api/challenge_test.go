@@ -936,4 +936,19 @@ func TestResolutionTellsOtherDevices(t *testing.T) {
 	if got := deliveries(c.ID, "challenge_resolved"); !maps.Equal(got, pushDevices) {
 		t.Fatalf("told after a cancel: %v, want %v", got, pushDevices)
 	}
+
+	// Expired unanswered: the devices its push reached are told, once
+	// the sweep records the expiry.
+	c = newChallenge(t, e, secret, "olga")
+	waitFor(t, func() bool {
+		var sent int
+		err := e.DB.Pool.QueryRow(ctx, `SELECT count(*) FROM deliveries WHERE challenge_id = $1 AND kind = 'challenge'
+			AND outcome = 'sent'`, c.ID).Scan(&sent)
+		return err == nil && sent == len(pushDevices)
+	})
+	expireNow(t, e, c.ID)
+	waitFor(t, func() bool { return len(deliveries(c.ID, "challenge_resolved")) > 0 })
+	if got := deliveries(c.ID, "challenge_resolved"); !maps.Equal(got, pushDevices) {
+		t.Fatalf("told after the expiry: %v, want %v", got, pushDevices)
+	}
 }

@@ -403,7 +403,8 @@ func prefixed(prefix, columns string) string {
 }
 
 // ExpireChallenges sweeps pending challenges past their time to expired,
-// firing their webhooks.
+// firing their webhooks and telling the devices their pushes reached that
+// they are over.
 func (db *DB) ExpireChallenges(ctx context.Context) (int, error) {
 	n := 0
 	err := db.Transact(ctx, func(tx pgx.Tx) (err error) {
@@ -467,9 +468,28 @@ func (db *DB) expireChallenges(ctx context.Context, tx pgx.Tx) (int, error) {
 			return 0, err
 		}
 	}
-	if len(hooks) > 0 {
-		if _, err := db.enqueue(ctx, tx, hooks); err != nil {
-			return 0, fmt.Errorf("queue webhooks: %w", err)
+	// The devices its push reached still show it: tell them it is over,
+	// as an answer or a cancel does.
+	ids := make([]string, len(expired))
+	for i, c := range expired {
+		ids[i] = c.ID
+	}
+	rows, err = tx.Query(ctx, `INSERT INTO deliveries (id, tenant_id, device_id, challenge_id, kind, notification, provider)
+		SELECT gen_random_uuid(), d.tenant_id, d.id, x.challenge_id, 'notification', 'challenge_resolved', d.push_provider
+		FROM deliveries x JOIN devices d ON d.id = x.device_id
+		WHERE x.challenge_id = ANY($1::uuid[]) AND x.kind = 'challenge' AND x.outcome = 'sent'
+			AND d.state = 'active' AND d.push_provider <> 'none'
+		RETURNING id::text`, ids)
+	if err != nil {
+		return 0, fmt.Errorf("tell devices: %w", err)
+	}
+	told, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return 0, fmt.Errorf("tell devices: %w", err)
+	}
+	if jobs := append(deliverJobs(told), hooks...); len(jobs) > 0 {
+		if _, err := db.enqueue(ctx, tx, jobs); err != nil {
+			return 0, fmt.Errorf("queue webhooks and notifications: %w", err)
 		}
 	}
 	return len(expired), nil
