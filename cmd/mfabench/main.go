@@ -10,6 +10,8 @@
 //	    PostgreSQL transactions per full cycle (from pg_stat_database)
 //	(e) in the same run, pgbench's one-row INSERT rate on the same cluster,
 //	    the ceiling of commits per second
+//	(f) the server's resident memory per waiting long-poll, with -waiters
+//	    of them waiting at once (waiters.go)
 //
 // With -push it measures push delivery instead (push.go). It prints a table
 // and writes JSON under bench/results/. `make bench` runs both; -runs N
@@ -52,6 +54,7 @@ type options struct {
 	wakes           int
 	duration        time.Duration
 	concurrency     int
+	waiters         int
 	users           int
 	out             string
 	profile         string
@@ -74,6 +77,7 @@ func main() {
 	flag.DurationVar(&o.duration, "duration", 15*time.Second, "length of the full-cycle run")
 	flag.IntVar(&o.concurrency, "concurrency", 16, "concurrent full cycles")
 	flag.IntVar(&o.users, "users", 64, "users (each with one enrolled device)")
+	flag.IntVar(&o.waiters, "waiters", 2000, "long-polls waiting at once for the memory a waiter costs")
 	flag.StringVar(&o.out, "out", "bench/results", "directory for the JSON results")
 	flag.StringVar(&o.profile, "profile", "", "write a CPU profile of the server during the full cycles (with -push: the burst's first -duration) to this file")
 	flag.BoolVar(&o.statements, "statements", false, "print the statements run per full cycle (pg_stat_statements); with -push, per challenge, and what the server's database sessions wait on")
@@ -114,6 +118,8 @@ type Result struct {
 	PGTxPerCycle      float64 `json:"pg_transactions_per_cycle"`
 	Cycles            int64   `json:"cycles"`
 	PgbenchInsertTPS  float64 `json:"pgbench_insert_tps"`
+	// WaiterKiB is the server's resident memory per waiting long-poll.
+	WaiterKiB float64 `json:"server_kib_per_waiting_longpoll"`
 }
 
 func run(o options) error {
@@ -317,6 +323,11 @@ func once(o options) (Result, error) {
 	res.ServerCPUPerCycle = (s1.cpu - s0.cpu).Seconds() * 1000 / float64(res.Cycles)
 	res.PGTxPerCycle = float64(s1.tx-s0.tx) / float64(res.Cycles)
 
+	// (f) what a waiting long-poll costs the server.
+	if res.WaiterKiB, err = waitersMemory(ctx, st, o.users, o.waiters); err != nil {
+		return res, fmt.Errorf("waiters: %w", err)
+	}
+
 	// (e) the commit ceiling on this cluster, in the same run.
 	_ = srv.Process.Signal(os.Interrupt)
 	_ = srv.Wait()
@@ -477,6 +488,7 @@ func medians(rs []Result) Result {
 		PGTxPerCycle:      pick(func(r Result) float64 { return r.PGTxPerCycle }),
 		Cycles:            int64(pick(func(r Result) float64 { return float64(r.Cycles) })),
 		PgbenchInsertTPS:  pick(func(r Result) float64 { return r.PgbenchInsertTPS }),
+		WaiterKiB:         pick(func(r Result) float64 { return r.WaiterKiB }),
 	}
 }
 
@@ -505,6 +517,7 @@ func report(w io.Writer, o options, rs []Result, m Result) {
 	row("(e) pgbench one-row INSERT, same cluster", "", func(r Result) float64 { return r.PgbenchInsertTPS }, "tx/s")
 	fmt.Fprintf(w, "%-44s %10.3f %-6s  (cycles/s x transactions per cycle, against (e))\n", "    commit rate the cycles used",
 		m.CyclesPerSecond*m.PGTxPerCycle, "tx/s")
+	row(fmt.Sprintf("(f) server memory per waiting long-poll (%d)", o.waiters), "", func(r Result) float64 { return r.WaiterKiB }, "KiB")
 }
 
 func randomB64(n int) string {

@@ -217,6 +217,47 @@ func TestLongPollAcrossInstances(t *testing.T) {
 	}
 }
 
+// TestWaitersHoldNoConnection: long-polls wait on the process's one
+// LISTEN connection, not on a database connection each, so many more of
+// them wait at once than the pool has connections, on the instance that
+// created the challenge and on another, and one answer wakes them all.
+func TestWaitersHoldNoConnection(t *testing.T) {
+	t.Parallel()
+	db := pgtest.New(t)
+	k := apitest.WithEnv("MASTER_KEY", "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=")
+	a := apitest.StartOn(t, db, k)
+	b := apitest.StartOn(t, db, k)
+	secret, d := signedIn(t, a, "nora")
+	c := newChallenge(t, a, secret, "nora")
+	pool := int(a.Server.DB().Pool().Config().MaxConns)
+	perInstance := 4 * pool
+	polled := make(chan wire.Challenge, 2*perInstance)
+	for _, e := range []*apitest.Env{a, b} {
+		for range perInstance {
+			go func() { polled <- getChallenge(t, e, secret, c.ID, "?wait=60s") }()
+		}
+	}
+	waitFor(t, func() bool { return a.Server.Hub().Waiting() == perInstance && b.Server.Hub().Waiting() == perInstance })
+	for _, e := range []*apitest.Env{a, b} {
+		if held := e.Server.DB().Pool().Stat().AcquiredConns(); held >= int32(pool) {
+			t.Errorf("%d waiters hold %d of the pool's %d connections", perInstance, held, pool)
+		}
+	}
+	if _, err := d.Respond(context.Background(), c.ID, authenticator.Answer{Decision: "approve", Number: number(c), UV: true}); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 * perInstance {
+		select {
+		case got := <-polled:
+			if got.State != "approved" {
+				t.Fatalf("a waiter got %+v", got)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("not every waiter woke")
+		}
+	}
+}
+
 // TestResolvesAtMostOnce sends 50 concurrent answers: exactly one wins.
 func TestResolvesAtMostOnce(t *testing.T) {
 	t.Parallel()

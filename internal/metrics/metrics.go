@@ -135,6 +135,14 @@ type QueueDepth func(ctx context.Context) (map[string]int64, error)
 var queueDepth = prometheus.NewDesc("pushmfa_push_queue_jobs", "Push jobs waiting or running, by state (available, scheduled, retryable, running).",
 	[]string{"state"}, nil)
 
+// RegisterWaiters exports how many long-polls wait in this process.
+func (m *Metrics) RegisterWaiters(waiting func() int) error {
+	return m.Registry.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "pushmfa_longpoll_waiters",
+		Help: "Long-polls waiting in this process for a challenge to resolve.",
+	}, func() float64 { return float64(waiting()) }))
+}
+
 // RegisterPushQueue exports the push queue's depth.
 func (m *Metrics) RegisterPushQueue(depth QueueDepth) error {
 	return m.Registry.Register(queueCollector{depth: depth})

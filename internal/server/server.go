@@ -151,6 +151,9 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *Ser
 
 	// One LISTEN connection per process wakes every long-poll.
 	s.hub = notify.NewHub(100_000)
+	if err := s.metrics.RegisterWaiters(s.hub.Waiting); err != nil {
+		return nil, err
+	}
 	s.apps = notify.NewApps(time.Minute)
 	s.background(ctx, s.db.NewListener(s.hub, s.apps).Run)
 
