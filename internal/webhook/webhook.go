@@ -80,13 +80,18 @@ func Public(a netip.Addr) bool {
 	return true
 }
 
+// Resolver looks up a host's addresses, as *net.Resolver does.
+type Resolver interface {
+	LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error)
+}
+
 // Client calls webhooks.
 type Client struct {
 	// Allow lists addresses that may be called though not public (an
 	// internal relying party, or loopback in development).
 	Allow []netip.Prefix
 	// Resolver resolves hosts (net.DefaultResolver when nil).
-	Resolver *net.Resolver
+	Resolver Resolver
 	// TLSConfig replaces the default TLS settings (tests trust their own CA).
 	TLSConfig *tls.Config
 	// Timeout bounds each call (the package's Timeout when zero).
@@ -116,9 +121,9 @@ func (c *Client) dial(ctx context.Context, network, addr string) (net.Conn, erro
 	if err != nil {
 		return nil, err
 	}
-	resolver := c.Resolver
-	if resolver == nil {
-		resolver = net.DefaultResolver
+	var resolver Resolver = net.DefaultResolver
+	if c.Resolver != nil {
+		resolver = c.Resolver
 	}
 	var addrs []netip.Addr
 	if a, err := netip.ParseAddr(host); err == nil {

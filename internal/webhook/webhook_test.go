@@ -7,10 +7,14 @@ import (
 	"encoding/hex"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -106,5 +110,72 @@ func TestTimeout(t *testing.T) {
 	}
 	if d := time.Since(start); d > 3*time.Second {
 		t.Fatalf("took %s", d)
+	}
+}
+
+// scriptedResolver answers each lookup with the next of its answers (the
+// last one again when they run out), counting the lookups.
+type scriptedResolver struct {
+	mu      sync.Mutex
+	answers [][]netip.Addr
+	lookups int
+}
+
+func (r *scriptedResolver) LookupNetIP(_ context.Context, _, _ string) ([]netip.Addr, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	a := r.answers[min(r.lookups, len(r.answers)-1)]
+	r.lookups++
+	return a, nil
+}
+
+// TestPinnedAddress: the address checked is the address called. A name
+// that resolves to an allowed address when checked and to another when
+// called (DNS rebinding) still reaches the checked one, with one lookup;
+// and a name that lists an allowed and a forbidden address is refused.
+func TestPinnedAddress(t *testing.T) {
+	t.Parallel()
+	var public, internal atomic.Int32
+	// The checked server, and another on the same port of another loopback
+	// address: where a second lookup would lead.
+	var checked, rebound *httptest.Server
+	var port int
+	for try := 0; rebound == nil; try++ {
+		checked = httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { public.Add(1) }))
+		port = checked.Listener.Addr().(*net.TCPAddr).Port
+		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.2", strconv.Itoa(port)))
+		if err != nil {
+			checked.Close()
+			if try == 10 {
+				t.Fatalf("no port free on both 127.0.0.1 and 127.0.0.2: %v", err)
+			}
+			continue
+		}
+		rebound = &httptest.Server{Listener: ln, Config: &http.Server{Handler: http.HandlerFunc(func(http.ResponseWriter, *http.Request) { internal.Add(1) })}}
+		rebound.Start()
+	}
+	defer checked.Close()
+	defer rebound.Close()
+
+	ctx := context.Background()
+	url := "http://hooks.example.test:" + strconv.Itoa(port) + "/cb"
+	allowed := netip.MustParseAddr("127.0.0.1")
+	r := &scriptedResolver{answers: [][]netip.Addr{{allowed}, {netip.MustParseAddr("127.0.0.2")}}}
+	c := &Client{Allow: []netip.Prefix{netip.PrefixFrom(allowed, 32)}, Resolver: r}
+	res, err := c.Post(ctx, url, []byte("s"), []byte("{}"), time.Now())
+	if err != nil || res.Status != http.StatusOK {
+		t.Fatalf("post: %+v %v", res, err)
+	}
+	if public.Load() != 1 || internal.Load() != 0 || r.lookups != 1 {
+		t.Fatalf("checked server %d calls, rebound server %d, lookups %d: want 1, 0, 1", public.Load(), internal.Load(), r.lookups)
+	}
+
+	mixed := &Client{Allow: []netip.Prefix{netip.PrefixFrom(allowed, 32)},
+		Resolver: &scriptedResolver{answers: [][]netip.Addr{{allowed, netip.MustParseAddr("10.0.0.1")}}}}
+	if _, err := mixed.Post(ctx, url, []byte("s"), []byte("{}"), time.Now()); !errors.Is(err, ErrForbiddenAddress) {
+		t.Fatalf("an allowed and a forbidden address: %v", err)
+	}
+	if public.Load() != 1 {
+		t.Fatal("the refused call reached a server")
 	}
 }
