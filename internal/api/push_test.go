@@ -358,6 +358,65 @@ func assertAbsent(t *testing.T, s string, secrets []string) {
 	}
 }
 
+// TestFanOutIsConcurrent: a challenge's pushes to a user's devices go out
+// together, not one after another: with each provider holding its answer
+// for a while, every device's push arrives before the first is answered.
+func TestFanOutIsConcurrent(t *testing.T) {
+	t.Parallel()
+	p := startWithFakes(t)
+	ctx := context.Background()
+	_, secret := createApp(t, p.Env, p.Bootstrap, map[string]any{"name": "VPN"})
+	tokens := []string{apnsToken(t), apnsToken(t), fcmToken(t)}
+	for i, tok := range tokens {
+		provider, platform := "apns", "ios"
+		if i == 2 {
+			provider, platform = "fcm", "android"
+		}
+		enrollDevice(t, p.Env, secret, "fan", authenticator.EnrollOptions{Platform: platform, PushProvider: provider,
+			PushToken: tok, Name: "device " + strconv.Itoa(i)})
+	}
+	// The enrollments' news to the earlier devices first, so that the
+	// held answers below go to the challenge's pushes.
+	waitFor(t, func() bool {
+		var busy int
+		err := p.DB.Pool.QueryRow(ctx, `SELECT count(*) FROM deliveries x JOIN devices d ON d.id = x.device_id
+			JOIN users u ON u.id = d.user_id WHERE u.name = 'fan' AND x.outcome IN ('pending', 'retrying')`).Scan(&busy)
+		return err == nil && busy == 0
+	})
+	const hold = 3 * time.Second
+	before := make([]int, len(tokens))
+	for i, tok := range tokens {
+		before[i] = len(p.requests(tok))
+		if i < 2 {
+			p.apns.Script(tok, pushtest.Reply{Delay: hold})
+		} else {
+			p.fcm.Script(tok, pushtest.Reply{Delay: hold})
+		}
+	}
+	newChallenge(t, p.Env, secret, "fan")
+	var first, last time.Time
+	waitFor(t, func() bool {
+		for i, tok := range tokens {
+			if len(p.requests(tok)) == before[i] {
+				return false
+			}
+		}
+		return true
+	})
+	for i, tok := range tokens {
+		at := p.requests(tok)[before[i]]
+		if first.IsZero() || at.Before(first) {
+			first = at
+		}
+		if at.After(last) {
+			last = at
+		}
+	}
+	if spread := last.Sub(first); spread >= hold {
+		t.Fatalf("the pushes arrived %s apart, one after another's answer (held %s)", spread, hold)
+	}
+}
+
 // TestRefusedTokenMakesTheDevicePollOnly: a token the provider calls dead
 // is erased and the device polls, is told to register a new token on its
 // next call, and is never deleted; a new token restores its pushes.
