@@ -250,8 +250,8 @@ func (db *DB) queueInsertChallenge(p *pipe, c challenge.Challenge, in NewChallen
 				context, context_digest, nonce, number, idempotency_key, request_digest, created_by_instance)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id, tenant_id, user_id
 		), dl AS (
-			INSERT INTO deliveries (id, tenant_id, device_id, challenge_id, kind, provider)
-			SELECT x.id, d.tenant_id, d.id, ch.id, 'challenge', d.push_provider
+			INSERT INTO deliveries (id, tenant_id, device_id, challenge_id, kind, provider, created_at)
+			SELECT x.id, d.tenant_id, d.id, ch.id, 'challenge', d.push_provider, clock_timestamp()
 			FROM ch, unnest($14::uuid[], $15::uuid[]) AS x(id, device) JOIN devices d ON d.id = x.device
 		), jobs AS (
 			INSERT INTO river_job (args, kind, queue, max_attempts)

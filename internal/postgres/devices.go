@@ -305,7 +305,8 @@ func (db *DB) notify(ctx context.Context, tx pgx.Tx, tenantID, userID, exceptDev
 // PendingDelivery is a delivery to attempt, with what the provider needs.
 type PendingDelivery struct {
 	Message push.Message
-	// Queued is when the delivery was committed (with its challenge).
+	// Queued is when the delivery was written: for a challenge's push, the
+	// statement that wrote it, which COMMIT follows in the same round trip.
 	Queued time.Time
 	// Done reports a delivery already settled (sent, failed or skipped): a
 	// retried job must not send it again.
