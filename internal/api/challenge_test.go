@@ -23,7 +23,6 @@ import (
 	"github.com/pushmfa/pushmfa/internal/apitest"
 	"github.com/pushmfa/pushmfa/internal/authenticator"
 	"github.com/pushmfa/pushmfa/internal/client"
-	"github.com/pushmfa/pushmfa/internal/pgtest"
 	"github.com/pushmfa/pushmfa/internal/wire"
 )
 
@@ -139,10 +138,7 @@ func TestChallengeFlow(t *testing.T) {
 
 func TestLongPollAcrossInstances(t *testing.T) {
 	t.Parallel()
-	db := pgtest.New(t)
-	k := apitest.WithEnv("MASTER_KEY", "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=")
-	a := apitest.StartOn(t, db, k)
-	b := apitest.StartOn(t, db, k)
+	a, b := apitest.Replicas(t)
 	secret, onA := signedIn(t, a, "bob")
 	onB := *onA
 	onB.Server = b.URL
@@ -223,10 +219,7 @@ func TestLongPollAcrossInstances(t *testing.T) {
 // created the challenge and on another, and one answer wakes them all.
 func TestWaitersHoldNoConnection(t *testing.T) {
 	t.Parallel()
-	db := pgtest.New(t)
-	k := apitest.WithEnv("MASTER_KEY", "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=")
-	a := apitest.StartOn(t, db, k)
-	b := apitest.StartOn(t, db, k)
+	a, b := apitest.Replicas(t)
 	secret, d := signedIn(t, a, "nora")
 	c := newChallenge(t, a, secret, "nora")
 	pool := int(a.Server.DB().Pool().Config().MaxConns)

@@ -22,7 +22,6 @@ import (
 	"github.com/pushmfa/pushmfa/internal/apitest"
 	"github.com/pushmfa/pushmfa/internal/authenticator"
 	"github.com/pushmfa/pushmfa/internal/client"
-	"github.com/pushmfa/pushmfa/internal/pgtest"
 )
 
 // newEnrollment creates an enrollment for user with an app secret and
@@ -459,10 +458,7 @@ func TestDeviceAuthRefusals(t *testing.T) {
 // another sharing the database.
 func TestReplayAcrossInstances(t *testing.T) {
 	t.Parallel()
-	db := pgtest.New(t)
-	k := apitest.WithEnv("MASTER_KEY", base64.StdEncoding.EncodeToString(make([]byte, 32)))
-	a := apitest.StartOn(t, db, k)
-	b := apitest.StartOn(t, db, k)
+	a, b := apitest.Replicas(t)
 	_, secret := createApp(t, a, a.Bootstrap, map[string]any{"name": "VPN"})
 	d := enrollDevice(t, a, secret, "heidi", authenticator.EnrollOptions{})
 	tok := deviceToken(t, d, "GET", "/v1/device", time.Now())

@@ -53,6 +53,15 @@ func Start(t testing.TB, opts ...Option) *Env {
 	return StartOn(t, db, opts...)
 }
 
+// Replicas runs two servers on one fresh test database with one master
+// key, as two replicas of the service.
+func Replicas(t testing.TB, opts ...Option) (a, b *Env) {
+	t.Helper()
+	db := pgtest.New(t)
+	opts = append([]Option{WithEnv("MASTER_KEY", randomB64(32))}, opts...)
+	return StartOn(t, db, opts...), StartOn(t, db, opts...)
+}
+
 // StartOn runs a server on an existing test database (two servers on one
 // database act as two replicas).
 func StartOn(t testing.TB, db *pgtest.DB, opts ...Option) *Env {

@@ -305,10 +305,7 @@ func TestShutdownDrains(t *testing.T) {
 // replicas would be: what one writes, the other serves.
 func TestReplicasShareOneDatabase(t *testing.T) {
 	t.Parallel()
-	db := pgtest.New(t)
-	k := key()
-	a := apitest.StartOn(t, db, apitest.WithEnv("MASTER_KEY", k))
-	b := apitest.StartOn(t, db, apitest.WithEnv("MASTER_KEY", k))
+	a, b := apitest.Replicas(t)
 	r := a.JSON(t, "POST", "/v1/admin/applications", a.Bootstrap, map[string]any{"name": "VPN"})
 	if r.Status != 201 {
 		t.Fatalf("%d %s", r.Status, r.Body)
@@ -325,10 +322,7 @@ func TestReplicasShareOneDatabase(t *testing.T) {
 // working on another within moments, though that one had it cached.
 func TestRotationReachesOtherReplicas(t *testing.T) {
 	t.Parallel()
-	db := pgtest.New(t)
-	k := key()
-	a := apitest.StartOn(t, db, apitest.WithEnv("MASTER_KEY", k))
-	b := apitest.StartOn(t, db, apitest.WithEnv("MASTER_KEY", k))
+	a, b := apitest.Replicas(t)
 	r := a.JSON(t, "POST", "/v1/admin/applications", a.Bootstrap, map[string]any{"name": "VPN"})
 	var app struct{ ID, Secret string }
 	_ = json.Unmarshal(r.Body, &app)
