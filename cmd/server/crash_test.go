@@ -40,12 +40,14 @@ const (
 	// before the kill: some, far from all.
 	crashKillAfter = 60
 	// crashSettleBy bounds how long after the kill every delivery must
-	// have settled. Jobs the dead process held stay "running" in River;
-	// the two-second sweep queues a stand-in for each once it is older
-	// than any live worker's job may run (17 s: internal/jobs'
-	// pushStuckAfter), rather than River's own rescuer, which waits a
-	// minute and runs on a fixed 30 s round. The rest is room for a
-	// loaded machine.
+	// have settled. Pushes the dead process was sending in process, or
+	// had sent without recording, have jobs that fall due when the
+	// dispatcher's grace ends (10 s: internal/jobs' DispatchGrace); jobs
+	// the dead process's River held stay "running", and the two-second
+	// sweep queues a stand-in for each once it is older than any live
+	// worker's job may run (17 s: pushStuckAfter), rather than River's own
+	// rescuer, which waits a minute and runs on a fixed 30 s round. The
+	// rest is room for a loaded machine.
 	crashSettleBy = 30 * time.Second
 
 	crashKeyID   = "CRASHKEY01"

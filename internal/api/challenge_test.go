@@ -230,12 +230,17 @@ func TestWaitersHoldNoConnection(t *testing.T) {
 			go func() { polled <- getChallenge(t, e, secret, c.ID, "?wait=60s") }()
 		}
 	}
-	waitFor(t, func() bool { return a.Server.Hub().Waiting() == perInstance && b.Server.Hub().Waiting() == perInstance })
-	for _, e := range []*apitest.Env{a, b} {
-		if held := e.Server.DB().Pool().Stat().AcquiredConns(); held >= int32(pool) {
-			t.Errorf("%d waiters hold %d of the pool's %d connections", perInstance, held, pool)
+	// A waiter watches before it reads the challenge, so it counts as
+	// waiting a moment before its read gives the connection back: wait
+	// for both. Waiters that held a connection each would hold them all.
+	waitFor(t, func() bool {
+		for _, e := range []*apitest.Env{a, b} {
+			if e.Server.Hub().Waiting() != perInstance || e.Server.DB().Pool().Stat().AcquiredConns() >= int32(pool) {
+				return false
+			}
 		}
-	}
+		return true
+	})
 	if _, err := d.Respond(context.Background(), c.ID, authenticator.Answer{Decision: "approve", Number: number(c), UV: true}); err != nil {
 		t.Fatal(err)
 	}
@@ -931,12 +936,16 @@ func TestResolutionTellsOtherDevices(t *testing.T) {
 			if err := rows.Scan(&device, &id); err != nil {
 				t.Fatal(err)
 			}
+			// A challenge's push sent by the dispatcher has had its job
+			// deleted once recorded (internal/postgres/handoff.go).
 			var jobs int
-			if err := e.DB.Pool.QueryRow(ctx, `SELECT count(*) FROM river_job WHERE kind = 'deliver' AND args->>'delivery_id' = $1`, id).Scan(&jobs); err != nil {
+			var outcome string
+			if err := e.DB.Pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM river_job WHERE kind = 'deliver' AND args->>'delivery_id' = $1),
+				(SELECT outcome FROM deliveries WHERE id = $1::uuid)`, id).Scan(&jobs, &outcome); err != nil {
 				t.Fatal(err)
 			}
-			if jobs != 1 {
-				t.Fatalf("delivery %s has %d jobs", id, jobs)
+			if jobs != 1 && (kind != "challenge" || jobs != 0 || outcome != "sent") {
+				t.Fatalf("delivery %s (%s) has %d jobs", id, outcome, jobs)
 			}
 			out[device]++
 		}

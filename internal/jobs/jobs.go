@@ -79,7 +79,7 @@ func NewClient(cfg Config) (*river.Client[pgx.Tx], error) {
 	river.AddWorker(workers, &auditSealWorker{db: cfg.DB, metrics: cfg.Metrics, logger: cfg.Logger})
 	river.AddWorker(workers, &auditHeadsWorker{db: cfg.DB, metrics: cfg.Metrics, logger: cfg.Logger})
 	river.AddWorker(workers, &expireEnrollmentsWorker{db: cfg.DB})
-	river.AddWorker(workers, &deliverWorker{db: cfg.DB, push: cfg.Push, metrics: cfg.Metrics, logger: cfg.Logger})
+	river.AddWorker(workers, &deliverWorker{db: cfg.DB, pusher: &pusher{push: cfg.Push, metrics: cfg.Metrics, logger: cfg.Logger}})
 	river.AddWorker(workers, &webhookWorker{db: cfg.DB, client: cfg.Webhook, logger: cfg.Logger})
 	river.AddWorker(workers, &expireChallengesWorker{db: cfg.DB, logger: cfg.Logger})
 
@@ -274,10 +274,8 @@ func (w *expireEnrollmentsWorker) Work(ctx context.Context, _ *river.Job[ExpireE
 
 type deliverWorker struct {
 	river.WorkerDefaults[queue.DeliverArgs]
-	db      *postgres.DB
-	push    push.Router
-	metrics *metrics.Metrics
-	logger  *slog.Logger
+	*pusher
+	db *postgres.DB
 }
 
 // Times of a push attempt: the send's own deadline (within which the
@@ -310,20 +308,16 @@ func deliveryBackoff(attempt int) time.Duration {
 }
 
 // Work sends one delivery and records what happened. A delivery already
-// settled is not sent again (a retried or rescued job); one whose device
-// was revoked or lost its token since, or whose challenge resolved or
-// expired, is skipped. A refused token switches the device to poll-only; a
-// fault of our own toward the provider (credentials, topic) changes no
-// device and is not retried; a transient failure is retried with backoff
-// (or after the provider's Retry-After) while the push is still worth
-// sending.
+// settled is not sent again (a retried or rescued job, or one whose push
+// the dispatcher sent); one whose device was revoked or lost its token
+// since, or whose challenge resolved or expired, is skipped. What an
+// attempt means is attempt's to say; Work records it and tells River.
 func (w *deliverWorker) Work(ctx context.Context, job *river.Job[queue.DeliverArgs]) error {
 	d, err := w.db.Delivery(ctx, job.Args.DeliveryID)
 	if err != nil || d.Done {
 		return err
 	}
 	m := d.Message
-	provider := w.push.For(m.Provider)
 	skip := func(reason string) error {
 		w.count(m.Provider, postgres.OutcomeSkipped)
 		return w.db.RecordDelivery(ctx, postgres.DeliveryOutcome{ID: m.DeliveryID, Provider: m.Provider,
@@ -338,64 +332,116 @@ func (w *deliverWorker) Work(ctx context.Context, job *river.Job[queue.DeliverAr
 		return skip("the notification is no longer worth sending")
 	}
 
+	v := w.attempt(ctx, d, job.Attempt, job.MaxAttempts, sendTimeout)
+	switch {
+	case v.invalidate:
+		return w.db.InvalidatePushToken(ctx, d, v.outcome)
+	case v.retryIn > 0:
+		if err := w.db.RecordDelivery(ctx, v.outcome); err != nil {
+			return err
+		}
+		if v.asked {
+			// As the provider asked; the push's expiry bounds the snoozes.
+			return river.JobSnooze(v.retryIn)
+		}
+		return v.cause
+	case v.cause != nil:
+		if err := w.db.RecordDelivery(ctx, v.outcome); err != nil {
+			return err
+		}
+		return river.JobCancel(v.cause)
+	}
+	// Should recording fail after a successful send, the job retries and
+	// the device may get the push twice: delivery is at least once, and the
+	// collapse id makes a repeat harmless.
+	return w.db.RecordDelivery(ctx, v.outcome)
+}
+
+// verdict is what one attempt at a push came to.
+type verdict struct {
+	// outcome is what to record on the delivery.
+	outcome postgres.DeliveryOutcome
+	// invalidate: the service refused the token; the device goes
+	// poll-only (postgres.InvalidatePushToken records the outcome).
+	invalidate bool
+	// retryIn, when positive, is when to try again: a transient failure
+	// while the push is still worth it. asked says it is the provider's
+	// Retry-After.
+	retryIn time.Duration
+	asked   bool
+	// cause is the failure, nil when sent.
+	cause error
+}
+
+// pusher makes attempts at pushes, for River's worker and the dispatcher
+// alike, and counts and logs what they come to.
+type pusher struct {
+	push    push.Router
+	metrics *metrics.Metrics
+	logger  *slog.Logger
+}
+
+// attempt sends one push, the attempt-th, within timeout (and never past
+// the push's expiry), and says what it came to: a refused token switches
+// the device to poll-only; a fault of our own toward the provider
+// (credentials, topic) changes no device and is not retried; a transient
+// failure is retried with backoff (or after the provider's Retry-After)
+// while the push is still worth sending and attempts remain.
+func (w *pusher) attempt(ctx context.Context, d postgres.PendingDelivery, attempt, maxAttempts int, timeout time.Duration) verdict {
+	m := d.Message
+	provider := w.push.For(m.Provider)
 	// A send that outlives the push is no use: it ends with the push, and
 	// so do the client library's own reconnects within it.
-	sendCtx, cancel := context.WithDeadline(ctx, earliest(time.Now().Add(sendTimeout), m.Expires))
+	sendCtx, cancel := context.WithDeadline(ctx, earliest(time.Now().Add(timeout), m.Expires))
 	id, err := provider.Send(sendCtx, m)
 	cancel()
 	if err == nil {
 		w.count(provider.Name(), postgres.OutcomeSent)
 		w.metrics.PushCommitToProvider.WithLabelValues(provider.Name()).Observe(time.Since(d.Queued).Seconds())
-		// Should recording fail after a successful send, the job retries
-		// and the device may get the push twice: delivery is at least once,
-		// and the collapse id makes a repeat harmless.
-		return w.db.RecordDelivery(ctx, postgres.DeliveryOutcome{ID: m.DeliveryID, Provider: provider.Name(),
-			Outcome: postgres.OutcomeSent, ProviderMessageID: id, Attempted: true})
+		return verdict{outcome: postgres.DeliveryOutcome{ID: m.DeliveryID, Provider: provider.Name(),
+			Outcome: postgres.OutcomeSent, ProviderMessageID: id, Attempted: true}}
 	}
 
 	e := push.Classify(provider.Name(), err)
-	outcome := postgres.DeliveryOutcome{ID: m.DeliveryID, Provider: provider.Name(), Outcome: postgres.OutcomeFailed,
-		Reason: e.Error(), Attempted: true}
+	v := verdict{cause: e, outcome: postgres.DeliveryOutcome{ID: m.DeliveryID, Provider: provider.Name(),
+		Outcome: postgres.OutcomeFailed, Reason: e.Error(), Attempted: true}}
 	log := w.logger.With("delivery_id", m.DeliveryID, "device_id", m.DeviceID, "provider", provider.Name(),
 		"status", e.Status, "reason", e.Reason)
 	switch e.Class {
 	case push.TokenInvalid:
-		outcome.Outcome = postgres.OutcomeTokenInvalid
-		w.count(provider.Name(), outcome.Outcome)
+		v.outcome.Outcome, v.invalidate = postgres.OutcomeTokenInvalid, true
+		w.count(provider.Name(), v.outcome.Outcome)
 		log.Info("push token refused: the device is poll-only until it registers a new one")
-		return w.db.InvalidatePushToken(ctx, d, outcome)
+		return v
 	case push.ProviderFault:
-		w.count(provider.Name(), outcome.Outcome)
+		w.count(provider.Name(), v.outcome.Outcome)
 		w.metrics.PushProviderFaults.WithLabelValues(provider.Name(), e.Reason).Inc()
 		log.Error("push provider refused our credentials or configuration; no device is at fault")
-		return w.finish(ctx, outcome, e)
+		return v
 	case push.Rejected:
-		w.count(provider.Name(), outcome.Outcome)
+		w.count(provider.Name(), v.outcome.Outcome)
 		log.Warn("push refused")
-		return w.finish(ctx, outcome, e)
+		return v
 	}
 
 	// Transient: try again while the push is worth it.
 	wait := e.RetryAfter
 	if wait <= 0 {
-		wait = deliveryBackoff(job.Attempt)
+		wait = deliveryBackoff(attempt)
 	}
-	if job.Attempt >= job.MaxAttempts && e.RetryAfter <= 0 || time.Now().Add(wait).After(m.Expires) {
-		outcome.Reason = "gave up: " + e.Error()
-		w.count(provider.Name(), outcome.Outcome)
+	if attempt >= maxAttempts && e.RetryAfter <= 0 || time.Now().Add(wait).After(m.Expires) {
+		v.outcome.Reason = "gave up: " + e.Error()
+		w.count(provider.Name(), v.outcome.Outcome)
 		log.Warn("push failed for good")
-		return w.finish(ctx, outcome, e)
+		return v
 	}
-	outcome.Outcome = postgres.OutcomeRetrying
-	w.count(provider.Name(), outcome.Outcome)
-	if err := w.db.RecordDelivery(ctx, outcome); err != nil {
-		return err
-	}
-	if e.RetryAfter > 0 {
-		// As the provider asked; the push's expiry bounds the snoozes.
-		return river.JobSnooze(e.RetryAfter)
-	}
-	return e
+	v.outcome.Outcome, v.retryIn, v.asked = postgres.OutcomeRetrying, wait, e.RetryAfter > 0
+	w.count(provider.Name(), v.outcome.Outcome)
+	return v
+}
+
+func (w *pusher) count(provider, outcome string) {
+	w.metrics.PushDeliveries.WithLabelValues(provider, outcome).Inc()
 }
 
 func earliest(a, b time.Time) time.Time {
@@ -403,18 +449,6 @@ func earliest(a, b time.Time) time.Time {
 		return b
 	}
 	return a
-}
-
-// finish records a final failure and stops the job.
-func (w *deliverWorker) finish(ctx context.Context, o postgres.DeliveryOutcome, cause error) error {
-	if err := w.db.RecordDelivery(ctx, o); err != nil {
-		return err
-	}
-	return river.JobCancel(cause)
-}
-
-func (w *deliverWorker) count(provider, outcome string) {
-	w.metrics.PushDeliveries.WithLabelValues(provider, outcome).Inc()
 }
 
 // ExpireChallengesArgs sweeps pending challenges past their time.

@@ -101,19 +101,27 @@ func (db *DB) CreateChallenge(ctx context.Context, in NewChallenge) (c challenge
 		if c, err = newChallenge(in, r.userID, r.policy); err != nil {
 			return err
 		}
-		var push []string
+		w := &challengeWrite{challenge: c}
 		if r.policy.PushEnabled {
-			push = r.push
+			w.devices = r.push
 		}
-		deliveries := make([]string, len(push))
-		for i := range push {
-			deliveries[i] = uuid.NewString()
+		w.deliveries = make([]string, len(w.devices))
+		for i := range w.devices {
+			w.deliveries[i] = uuid.NewString()
 		}
-		if err := db.queueInsertChallenge(p, c, in, push, deliveries); err != nil {
+		if err := db.queueInsertChallenge(p, in, w); err != nil {
 			return err
 		}
-		if len(deliveries) > 0 {
-			wake := wakeups(deliverJobs(deliveries))
+		switch {
+		case len(w.deliveries) == 0:
+		case db.dispatcher != nil:
+			p.afterCommit(func() {
+				hs, unopened := db.handoffs(w)
+				db.dispatcher.Dispatch(hs)
+				db.handOver(unopened)
+			})
+		default:
+			wake := wakeups(deliverJobs(w.deliveries))
 			p.afterCommit(func() { db.waker.wake(wake) })
 		}
 		return p.Commit(ctx)
@@ -141,7 +149,7 @@ type creationRead struct {
 	priorDigest   []byte
 	policy        policy.Policy
 	active        int
-	push          []string // active devices with a push provider
+	push          []pushDevice // active devices with a push provider
 	usage         challenge.Usage
 }
 
@@ -173,10 +181,14 @@ func (r *creationRead) queue(p *pipe, in NewChallenge) {
 	p.Queue(`WITH u AS (SELECT id FROM users WHERE tenant_id = $1 AND name = $2)
 		SELECT `+prefixed("p.", policyColumns)+`,
 			(SELECT count(*) FROM devices d WHERE d.user_id = (SELECT id FROM u) AND d.state = 'active'),
-			array(SELECT d.id::text FROM devices d WHERE d.user_id = (SELECT id FROM u) AND d.state = 'active'
-				AND d.push_provider <> 'none'),
+			pd.ids, pd.providers, pd.tokens, pd.keys,
 			s.in_window, s.oldest, s.pending, s.next_expiry
-		FROM policies p, LATERAL (SELECT
+		FROM policies p, LATERAL (SELECT coalesce(array_agg(d.id::text ORDER BY d.id), '{}') AS ids,
+				coalesce(array_agg(d.push_provider ORDER BY d.id), '{}') AS providers,
+				coalesce(array_agg(d.push_token ORDER BY d.id), '{}') AS tokens,
+				coalesce(array_agg(coalesce(d.push_token_key_id, '') ORDER BY d.id), '{}') AS keys
+			FROM devices d WHERE d.user_id = (SELECT id FROM u) AND d.state = 'active' AND d.push_provider <> 'none') pd,
+			LATERAL (SELECT
 				count(*) FILTER (WHERE created_at > now() - make_interval(secs => p.challenge_window_seconds)) AS in_window,
 				min(created_at) FILTER (WHERE created_at > now() - make_interval(secs => p.challenge_window_seconds)) AS oldest,
 				count(*) FILTER (WHERE state = 'pending' AND expires_at > now()) AS pending,
@@ -185,10 +197,15 @@ func (r *creationRead) queue(p *pipe, in NewChallenge) {
 				AND created_at > now() - make_interval(secs => greatest(p.challenge_window_seconds, 600))) s
 		WHERE p.tenant_id = $1`, in.TenantID, in.Request.User).QueryRow(func(row pgx.Row) error {
 		var oldest, next *time.Time
-		err := row.Scan(append(policyFields(&r.policy), &r.active, &r.push, &r.usage.InWindow, &oldest,
+		var ids, providers, keys []string
+		var tokens [][]byte
+		err := row.Scan(append(policyFields(&r.policy), &r.active, &ids, &providers, &tokens, &keys, &r.usage.InWindow, &oldest,
 			&r.usage.Pending, &next)...)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return errs.NotFoundf("tenant not found")
+		}
+		for i := range ids {
+			r.push = append(r.push, pushDevice{id: ids[i], provider: providers[i], token: tokens[i], keyID: keys[i]})
 		}
 		if oldest != nil {
 			r.usage.OldestInWindow = *oldest
@@ -221,9 +238,30 @@ func newChallenge(in NewChallenge, userID string, p policy.Policy) (challenge.Ch
 	return c, nil
 }
 
+// pushDevice is an active device a challenge is pushed to, with its token
+// as stored.
+type pushDevice struct {
+	id, provider string
+	token        []byte
+	keyID        string
+}
+
+// challengeWrite is a new challenge's rows: the challenge, the devices it
+// is pushed to and their deliveries' ids, and what the statement returns,
+// each delivery's River job and when the delivery was written.
+type challengeWrite struct {
+	challenge  challenge.Challenge
+	devices    []pushDevice
+	deliveries []string
+	jobs       []int64
+	queued     []time.Time
+}
+
 // queueInsertChallenge queues, as one statement, the challenge's row, a
 // deliveries row for each push device (with the given ids), each
-// delivery's River job, and the audit event.
+// delivery's River job, and the audit event. With a dispatcher, the jobs
+// fall due only after its grace (handoff.go), and the statement returns
+// their ids.
 //
 // The jobs are written by SQL, as rows of River's table, not through
 // River's client: that would be a round trip of its own in the middle of
@@ -231,7 +269,8 @@ func newChallenge(in NewChallenge, userID string, p policy.Policy) (challenge.Ch
 // job row is River's documented contract (its Python and Ruby clients
 // insert by SQL alike), and TestChallengeJobsAreRiverRows holds these rows
 // to those River's own insert writes.
-func (db *DB) queueInsertChallenge(p *pipe, c challenge.Challenge, in NewChallenge, push, deliveries []string) error {
+func (db *DB) queueInsertChallenge(p *pipe, in NewChallenge, w *challengeWrite) error {
+	c := w.challenge
 	ctxJSON, err := json.Marshal(c.Context)
 	if err != nil {
 		return err
@@ -245,6 +284,14 @@ func (db *DB) queueInsertChallenge(p *pipe, c challenge.Challenge, in NewChallen
 	if in.IdempotencyKey != "" {
 		key, digest = &in.IdempotencyKey, in.RequestDigest
 	}
+	devs := make([]string, len(w.devices))
+	for i, d := range w.devices {
+		devs[i] = d.id
+	}
+	var grace time.Duration
+	if db.dispatcher != nil {
+		grace = db.grace
+	}
 	p.Queue(`WITH ch AS (
 			INSERT INTO challenges (id, tenant_id, application_id, user_id, created_at, expires_at,
 				context, context_digest, nonce, number, idempotency_key, request_digest, created_by_instance)
@@ -253,17 +300,40 @@ func (db *DB) queueInsertChallenge(p *pipe, c challenge.Challenge, in NewChallen
 			INSERT INTO deliveries (id, tenant_id, device_id, challenge_id, kind, provider, created_at)
 			SELECT x.id, d.tenant_id, d.id, ch.id, 'challenge', d.push_provider, clock_timestamp()
 			FROM ch, unnest($14::uuid[], $15::uuid[]) AS x(id, device) JOIN devices d ON d.id = x.device
+			RETURNING id, created_at
 		), jobs AS (
-			INSERT INTO river_job (args, kind, queue, max_attempts)
-			SELECT jsonb_build_object('delivery_id', x.id::text), $20::text, $21::text, $22::smallint FROM ch, unnest($14::uuid[]) AS x(id)
+			INSERT INTO river_job (args, kind, queue, max_attempts, scheduled_at)
+			SELECT jsonb_build_object('delivery_id', x.id::text), $20::text, $21::text, $22::smallint,
+				now() + make_interval(secs => $23)
+			FROM dl AS x
+			RETURNING id, (args->>'delivery_id')::uuid AS delivery
+		), au AS (
+			INSERT INTO audit_events (tenant_id, type, actor_type, actor_id, user_id, data)
+			SELECT ch.tenant_id, $16, $17, $18, ch.user_id, $19::jsonb FROM ch
 		)
-		INSERT INTO audit_events (tenant_id, type, actor_type, actor_id, user_id, data)
-		SELECT ch.tenant_id, $16, $17, $18, ch.user_id, $19::jsonb FROM ch`,
+		SELECT jobs.id, dl.id::text, dl.created_at FROM jobs JOIN dl ON dl.id = jobs.delivery`,
 		c.ID, c.TenantID, c.ApplicationID, c.UserID, c.CreatedAt, c.ExpiresAt, string(ctxJSON), c.ContextDigest,
-		c.Nonce, number, key, digest, db.instance, deliveries, push,
+		c.Nonce, number, key, digest, db.instance, w.deliveries, devs,
 		auditChallengeCreated, in.By.Type, in.By.ID, string(jsonOf(map[string]any{"challenge_id": c.ID,
 			"application_id": c.ApplicationID, "number_matching": number != nil, "expires_at": c.ExpiresAt.UTC()})),
-		deliverJob.Kind(), deliverOpts.Queue, deliverOpts.MaxAttempts)
+		deliverJob.Kind(), deliverOpts.Queue, deliverOpts.MaxAttempts, grace.Seconds()).
+		Query(func(rows pgx.Rows) error {
+			at := make(map[string]int, len(w.deliveries))
+			for i, id := range w.deliveries {
+				at[id] = i
+			}
+			w.jobs, w.queued = make([]int64, len(w.deliveries)), make([]time.Time, len(w.deliveries))
+			var job int64
+			var delivery string
+			var queued time.Time
+			_, err := pgx.ForEachRow(rows, []any{&job, &delivery, &queued}, func() error {
+				if i, ok := at[delivery]; ok {
+					w.jobs[i], w.queued[i] = job, queued
+				}
+				return nil
+			})
+			return err
+		})
 	return nil
 }
 

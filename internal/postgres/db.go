@@ -101,6 +101,10 @@ type DB struct {
 	logger *slog.Logger
 	queue  queue.Inserter
 	waker  *waker
+	// dispatcher sends challenges' pushes in process (handoff.go); their
+	// jobs fall due after grace.
+	dispatcher Dispatcher
+	grace      time.Duration
 	// instance identifies this server process among the replicas sharing
 	// the database (for targeted wake-ups).
 	instance string

@@ -143,6 +143,11 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *Ser
 	}
 	s.db.UseQueue(s.river)
 	s.background(ctx, s.db.RunWaker)
+	// Challenges' pushes leave from this process the instant they commit;
+	// River's jobs stand by for those it cannot send or record.
+	dispatcher := jobs.NewDispatcher(jobs.Config{DB: s.db, Metrics: s.metrics, Logger: logger, Push: router})
+	s.db.UseDispatcher(dispatcher, jobs.DispatchGrace)
+	s.background(ctx, dispatcher.Run)
 	// River runs until Stop; its start context must outlive this call.
 	if err := s.river.Start(context.WithoutCancel(ctx)); err != nil {
 		return nil, fmt.Errorf("start job queue: %w", err)
