@@ -43,6 +43,8 @@ type Dispatcher struct {
 	logger *slog.Logger
 	intake chan handoff
 	settle chan postgres.Settlement
+	// settled reports challenges known to be over (Config.Settled).
+	settled func(challengeID string, now time.Time) bool
 	// maxAttempts is the River job's, which counts this attempt too.
 	maxAttempts int
 }
@@ -55,7 +57,7 @@ type handoff struct {
 
 // NewDispatcher returns a dispatcher sending through cfg.Push. Run runs it.
 func NewDispatcher(cfg Config) *Dispatcher {
-	return &Dispatcher{db: cfg.DB, logger: cfg.Logger,
+	return &Dispatcher{db: cfg.DB, logger: cfg.Logger, settled: cfg.Settled,
 		pusher:      &pusher{push: cfg.Push, metrics: cfg.Metrics, logger: cfg.Logger},
 		intake:      make(chan handoff, dispatchBacklog),
 		settle:      make(chan postgres.Settlement, dispatchBacklog),
@@ -121,6 +123,13 @@ func (d *Dispatcher) send(ctx context.Context, h handoff) postgres.Settlement {
 		// Too late to be sure of settling it within the grace.
 		now := time.Now()
 		return postgres.Settlement{JobID: h.JobID, At: now, RetryAt: now}
+	}
+	if d.settled != nil && d.settled(h.Message.ChallengeID, time.Now()) {
+		// Answered or cancelled in the moment since its commit.
+		d.pusher.count(h.Message.Provider, postgres.OutcomeSkipped)
+		return postgres.Settlement{JobID: h.JobID, At: time.Now(), Outcome: postgres.DeliveryOutcome{ID: h.Message.DeliveryID,
+			Provider: h.Message.Provider, Outcome: postgres.OutcomeSkipped,
+			Reason: "the challenge resolved or expired before the push was sent"}}
 	}
 	v := d.pusher.attempt(ctx, h.PendingDelivery, 1, d.maxAttempts, dispatchSendTimeout)
 	now := time.Now()

@@ -189,3 +189,25 @@ func TestDispatcherRecordsOnStop(t *testing.T) {
 		}
 	}
 }
+
+// TestDispatcherSkipsWhatIsOver: a push whose challenge this process
+// knows to be over by the time a sender takes it is not sent: the delivery
+// is skipped (no attempt counted) and its job deleted.
+func TestDispatcherSkipsWhatIsOver(t *testing.T) {
+	t.Parallel()
+	b := dispatchSetup(t)
+	c := b.create(t)
+	b.d.settled = func(id string, _ time.Time) bool { return id == c.ID }
+	s := b.d.send(context.Background(), <-b.d.intake)
+	if err := b.db.SettleHandoffs(context.Background(), []postgres.Settlement{s}); err != nil {
+		t.Fatal(err)
+	}
+	p := b.push(t, c.ID)
+	var attempts int
+	if err := b.tdb.Pool.QueryRow(context.Background(), `SELECT attempts FROM deliveries WHERE challenge_id = $1`, c.ID).Scan(&attempts); err != nil {
+		t.Fatal(err)
+	}
+	if p.outcome != "skipped" || p.job != "" || attempts != 0 {
+		t.Errorf("push %+v after %d attempts, want skipped without an attempt and its job deleted", p, attempts)
+	}
+}

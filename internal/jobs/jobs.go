@@ -68,6 +68,10 @@ type Config struct {
 	Push push.Router
 	// Webhook calls applications back.
 	Webhook *webhook.Client
+	// Settled, when set, reports a challenge this process knows to have
+	// resolved or expired by now: the dispatcher skips its pushes (River's
+	// worker reads the database instead).
+	Settled func(challengeID string, now time.Time) bool
 }
 
 // NewClient builds the River client with every worker and periodic job. The

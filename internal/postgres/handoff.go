@@ -99,11 +99,11 @@ type Settlement struct {
 // outcome, and a job River has started is left to River.
 const settleSQL = `WITH s AS (
 		SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],
-			$7::timestamptz[], $8::timestamptz[]) AS s(job, delivery, provider, outcome, message_id, reason, at, retry_at)
+			$7::timestamptz[], $8::timestamptz[], $10::bool[]) AS s(job, delivery, provider, outcome, message_id, reason, at, retry_at, attempted)
 	), recorded AS (
 		UPDATE deliveries x SET provider = s.provider, outcome = s.outcome,
 			provider_message_id = coalesce(nullif(s.message_id, ''), x.provider_message_id), reason = nullif(s.reason, ''),
-			attempts = x.attempts + 1, updated_at = s.at, sent_at = CASE WHEN s.outcome = 'sent' THEN s.at END
+			attempts = x.attempts + CASE WHEN s.attempted THEN 1 ELSE 0 END, updated_at = s.at, sent_at = CASE WHEN s.outcome = 'sent' THEN s.at END
 		FROM s WHERE x.id = s.delivery AND s.outcome <> '' AND x.outcome IN ('pending', 'retrying')
 	), done AS (
 		DELETE FROM river_job j USING s WHERE j.id = s.job AND s.retry_at IS NULL AND j.state = 'available'
@@ -126,7 +126,7 @@ func (db *DB) SettleHandoffs(ctx context.Context, ss []Settlement) error {
 	n := len(ss)
 	jobs, deliveries := make([]int64, n), make([]*string, n)
 	providers, outcomes, ids, reasons := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-	at, retry := make([]time.Time, n), make([]*time.Time, n)
+	at, retry, attempted := make([]time.Time, n), make([]*time.Time, n), make([]bool, n)
 	due := false
 	for i, s := range ss {
 		jobs[i], at[i] = s.JobID, s.At
@@ -134,6 +134,7 @@ func (db *DB) SettleHandoffs(ctx context.Context, ss []Settlement) error {
 			deliveries[i] = &ss[i].Outcome.ID
 			providers[i], outcomes[i] = s.Outcome.Provider, s.Outcome.Outcome
 			ids[i], reasons[i] = truncate(s.Outcome.ProviderMessageID, 256), truncate(s.Outcome.Reason, 512)
+			attempted[i] = s.Outcome.Attempted
 		}
 		if !s.RetryAt.IsZero() {
 			retry[i] = &ss[i].RetryAt
@@ -141,7 +142,7 @@ func (db *DB) SettleHandoffs(ctx context.Context, ss []Settlement) error {
 		}
 	}
 	if _, err := db.pool.Exec(ctx, settleSQL, jobs, deliveries, providers, outcomes, ids, reasons, at, retry,
-		schedulerInterval.Seconds()); err != nil {
+		schedulerInterval.Seconds(), attempted); err != nil {
 		return fmt.Errorf("settle %d handed-off pushes: %w", n, err)
 	}
 	if due {

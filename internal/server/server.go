@@ -29,6 +29,7 @@ import (
 	"github.com/riverqueue/river"
 
 	"github.com/pushmfa/pushmfa/internal/api"
+	"github.com/pushmfa/pushmfa/internal/challenge"
 	"github.com/pushmfa/pushmfa/internal/config"
 	"github.com/pushmfa/pushmfa/internal/jobs"
 	"github.com/pushmfa/pushmfa/internal/localpg"
@@ -143,11 +144,6 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *Ser
 	}
 	s.db.UseQueue(s.river)
 	s.background(ctx, s.db.RunWaker)
-	// Challenges' pushes leave from this process the instant they commit;
-	// River's jobs stand by for those it cannot send or record.
-	dispatcher := jobs.NewDispatcher(jobs.Config{DB: s.db, Metrics: s.metrics, Logger: logger, Push: router})
-	s.db.UseDispatcher(dispatcher, jobs.DispatchGrace)
-	s.background(ctx, dispatcher.Run)
 	// River runs until Stop; its start context must outlive this call.
 	if err := s.river.Start(context.WithoutCancel(ctx)); err != nil {
 		return nil, fmt.Errorf("start job queue: %w", err)
@@ -161,6 +157,16 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *Ser
 	}
 	s.apps = notify.NewApps(time.Minute)
 	s.background(ctx, s.db.NewListener(s.hub, s.apps).Run)
+
+	// Challenges' pushes leave from this process the instant they commit;
+	// River's jobs stand by for those it cannot send or record.
+	dispatcher := jobs.NewDispatcher(jobs.Config{DB: s.db, Metrics: s.metrics, Logger: logger, Push: router,
+		Settled: func(id string, now time.Time) bool {
+			c, ok := s.hub.Lookup(id)
+			return ok && c.EffectiveState(now) != challenge.StatePending
+		}})
+	s.db.UseDispatcher(dispatcher, jobs.DispatchGrace)
+	s.background(ctx, dispatcher.Run)
 
 	if err := s.serve(); err != nil {
 		return nil, err
