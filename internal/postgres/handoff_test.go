@@ -2,8 +2,6 @@ package postgres_test
 
 import (
 	"context"
-	"encoding/json"
-	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -344,37 +342,5 @@ func TestUnopenedTokenGoesToRiver(t *testing.T) {
 	}
 	if state != "available" || !due {
 		t.Errorf("the unopened push's job is %s, due now %v; want available and due", state, due)
-	}
-}
-
-// TestNoDispatcherNoGrace: without a dispatcher the jobs are due at once,
-// as River's own insert makes them (TestChallengeJobsAreRiverRows).
-func TestNoDispatcherNoGrace(t *testing.T) {
-	t.Parallel()
-	db, pool := setup(t)
-	ctx := context.Background()
-	tenant := defaultTenant(t, db)
-	app, _, err := db.CreateApplication(ctx, admin, tenant, account.NewApplication{Name: "VPN"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	enrolledWith(t, db, tenant, "ivo", "apns", "ivos-token")
-	c, _, err := db.CreateChallenge(ctx, postgres.NewChallenge{TenantID: tenant, ApplicationID: app.ID, AppName: app.Name,
-		AppMatching: app.NumberMatching, Request: challenge.Request{User: "ivo"}, By: admin, Now: time.Now()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var states []string
-	r, err := pool.Query(ctx, `SELECT j.state::text || ' ' || (j.scheduled_at <= now())::text FROM river_job j
-		JOIN deliveries d ON d.id = (j.args->>'delivery_id')::uuid WHERE d.challenge_id = $1`, c.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if states, err = pgx.CollectRows(r, pgx.RowTo[string]); err != nil {
-		t.Fatal(err)
-	}
-	if !slices.Equal(states, []string{"available true"}) {
-		b, _ := json.Marshal(states)
-		t.Errorf("jobs %s, want one available and due", b)
 	}
 }
