@@ -470,10 +470,15 @@ func (db *DB) rescuePushes(ctx context.Context, tx pgx.Tx, stuckAfter time.Durat
 	return n, err
 }
 
-// QueueDepth counts a River queue's unfinished jobs by state.
+// QueueDepth counts a River queue's unfinished jobs by state: available
+// (due), scheduled (waiting for a time), retryable, running.
 func (db *DB) QueueDepth(ctx context.Context, queue string) (map[string]int64, error) {
-	rows, err := db.pool.Query(ctx, `SELECT state::text, count(*) FROM river_job
-		WHERE queue = $1 AND state IN ('available', 'scheduled', 'retryable', 'running') GROUP BY state`, queue)
+	// A job waiting out a time (a handed-off push's grace, a retry due
+	// soon) is written 'available' but is not ready: it counts as
+	// scheduled, so that 'available' is the backlog of due work.
+	rows, err := db.pool.Query(ctx, `SELECT CASE WHEN state = 'available' AND scheduled_at > now() THEN 'scheduled' ELSE state::text END,
+			count(*) FROM river_job
+		WHERE queue = $1 AND state IN ('available', 'scheduled', 'retryable', 'running') GROUP BY 1`, queue)
 	if err != nil {
 		return nil, fmt.Errorf("queue depth: %w", err)
 	}

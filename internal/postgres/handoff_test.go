@@ -168,6 +168,15 @@ func TestCreateHandsOffPushes(t *testing.T) {
 		}
 	}
 
+	// Waiting out the grace, they are not a backlog.
+	depth, err := s.db.QueueDepth(ctx, queue.QueuePush)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if depth["available"] != 0 || depth["scheduled"] != 2 {
+		t.Errorf("push queue depth %v, want the two jobs scheduled, none available", depth)
+	}
+
 	// Every column but the times and the state matches River's own insert
 	// of the same job due as late.
 	client, err := river.NewClient(riverpgxv5.New(s.pool), &river.Config{Logger: discard})
