@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
 
 	"github.com/pushmfa/pushmfa/internal/push"
@@ -141,7 +142,10 @@ func (db *DB) SettleHandoffs(ctx context.Context, ss []Settlement) error {
 			due = due || time.Until(s.RetryAt) < time.Second
 		}
 	}
-	if _, err := db.pool.Exec(ctx, settleSQL, jobs, deliveries, providers, outcomes, ids, reasons, at, retry,
+	// Planned afresh each time (an unnamed statement): a plan cached while
+	// the tables were small would scan them whole, at a cost that grows
+	// with every push recorded, until the next ANALYZE.
+	if _, err := db.pool.Exec(ctx, settleSQL, pgx.QueryExecModeExec, jobs, deliveries, providers, outcomes, ids, reasons, at, retry,
 		schedulerInterval.Seconds(), attempted); err != nil {
 		return fmt.Errorf("settle %d handed-off pushes: %w", n, err)
 	}

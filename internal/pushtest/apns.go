@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -40,6 +41,17 @@ type APNs struct {
 	srv     *server
 	scripts scripts
 	log     journal[APNsPush]
+	// verified keeps the claims of provider tokens whose signature checked
+	// out: a provider reuses one token for up to an hour, and Apple checks
+	// its signature once, not on every push. Issuer and age are checked on
+	// every request.
+	verified sync.Map // bearer -> providerClaims
+}
+
+// providerClaims are what the fake checks of a verified provider token.
+type providerClaims struct {
+	iss string
+	iat time.Time
 }
 
 // APNsPush is one request the APNs fake received and what it answered.
@@ -365,23 +377,30 @@ func (f *APNs) checkAuth(header string) string {
 	if !strings.EqualFold(scheme, "bearer") || bearer == "" {
 		return "MissingProviderToken"
 	}
-	claims := jwt.MapClaims{}
-	_, err := jwt.ParseWithClaims(bearer, claims, func(t *jwt.Token) (any, error) {
-		if kid, _ := t.Header["kid"].(string); kid != f.cfg.KeyID {
-			return nil, fmt.Errorf("kid %q is not the key's", kid)
+	pc, ok := f.verified.Load(bearer)
+	if !ok {
+		claims := jwt.MapClaims{}
+		_, err := jwt.ParseWithClaims(bearer, claims, func(t *jwt.Token) (any, error) {
+			if kid, _ := t.Header["kid"].(string); kid != f.cfg.KeyID {
+				return nil, fmt.Errorf("kid %q is not the key's", kid)
+			}
+			return f.cfg.Key, nil
+		}, jwt.WithValidMethods([]string{jwt.SigningMethodES256.Alg()}), jwt.WithoutClaimsValidation())
+		if err != nil {
+			return "InvalidProviderToken"
 		}
-		return f.cfg.Key, nil
-	}, jwt.WithValidMethods([]string{jwt.SigningMethodES256.Alg()}), jwt.WithoutClaimsValidation())
-	if err != nil {
+		iss, _ := claims.GetIssuer()
+		iat, err := claims.GetIssuedAt()
+		if err != nil || iat == nil {
+			return "InvalidProviderToken"
+		}
+		pc, _ = f.verified.LoadOrStore(bearer, providerClaims{iss: iss, iat: iat.Time})
+	}
+	claims := pc.(providerClaims)
+	if claims.iss != f.cfg.TeamID {
 		return "InvalidProviderToken"
 	}
-	if iss, _ := claims.GetIssuer(); iss != f.cfg.TeamID {
-		return "InvalidProviderToken"
-	}
-	iat, err := claims.GetIssuedAt()
-	if err != nil || iat == nil {
-		return "InvalidProviderToken"
-	}
+	iat := claims.iat
 	now := time.Now()
 	switch {
 	case iat.After(now.Add(clockSkew)):
