@@ -66,6 +66,11 @@ type PushResult struct {
 	FromSendP99ms  float64 `json:"commit_to_provider_from_send_p99_ms"`
 	FromReplyP50ms float64 `json:"commit_to_provider_from_201_p50_ms"`
 	FromReplyP99ms float64 `json:"commit_to_provider_from_201_p99_ms"`
+	// FromCommit* start at the challenge's commit as PostgreSQL recorded it
+	// (track_commit_timestamp: taken as the commit is written, before its
+	// WAL flush), so they count the wait for durability too.
+	FromCommitP50ms float64 `json:"commit_to_provider_from_commit_timestamp_p50_ms"`
+	FromCommitP99ms float64 `json:"commit_to_provider_from_commit_timestamp_p99_ms"`
 	// The server's histogram pushmfa_push_commit_to_provider_seconds over
 	// the burst, interpolated within its buckets.
 	ServerHistP50ms float64 `json:"server_histogram_p50_ms"`
@@ -345,7 +350,11 @@ func pushOnce(o options, ca *pushtest.CA, dir string) (PushResult, error) {
 		kind, challenge := p.Event()
 		note(pushKey{challenge, p.Token}, kind, p.At, p.Status)
 	}
-	var fromSend, fromReply []time.Duration
+	commits, err := commitTimes(ctx, st)
+	if err != nil {
+		return res, err
+	}
+	var fromSend, fromReply, fromCommit []time.Duration
 	last := burstStart
 	for k, i := range expect {
 		ats := arrived[k]
@@ -362,6 +371,9 @@ func pushOnce(o options, ca *pushtest.CA, dir string) (PushResult, error) {
 		}
 		fromSend = append(fromSend, at.Sub(recs[i].sent))
 		fromReply = append(fromReply, at.Sub(recs[i].replied))
+		if c, ok := commits[recs[i].id]; ok {
+			fromCommit = append(fromCommit, at.Sub(c))
+		}
 		if at.After(last) {
 			last = at
 		}
@@ -372,6 +384,10 @@ func pushOnce(o options, ca *pushtest.CA, dir string) (PushResult, error) {
 	}
 	res.FromSendP50ms, res.FromSendP99ms = pct(fromSend, 50), pct(fromSend, 99)
 	res.FromReplyP50ms, res.FromReplyP99ms = pct(fromReply, 50), pct(fromReply, 99)
+	if len(fromCommit) != len(fromSend) {
+		return res, fmt.Errorf("commit timestamps for %d of %d pushes", len(fromCommit), len(fromSend))
+	}
+	res.FromCommitP50ms, res.FromCommitP99ms = pct(fromCommit, 50), pct(fromCommit, 99)
 	res.BurstSeconds = last.Sub(burstStart).Seconds()
 	res.PushesPerSecond = float64(res.Pushes) / res.BurstSeconds
 	creates := make([]time.Duration, len(recs))
@@ -843,6 +859,8 @@ func pushMedians(rs []PushResult) PushResult {
 		FromSendP99ms:           pick(func(r PushResult) float64 { return r.FromSendP99ms }),
 		FromReplyP50ms:          pick(func(r PushResult) float64 { return r.FromReplyP50ms }),
 		FromReplyP99ms:          pick(func(r PushResult) float64 { return r.FromReplyP99ms }),
+		FromCommitP50ms:         pick(func(r PushResult) float64 { return r.FromCommitP50ms }),
+		FromCommitP99ms:         pick(func(r PushResult) float64 { return r.FromCommitP99ms }),
 		ServerHistP50ms:         pick(func(r PushResult) float64 { return r.ServerHistP50ms }),
 		ServerHistP99ms:         pick(func(r PushResult) float64 { return r.ServerHistP99ms }),
 		PushesPerSecond:         pick(func(r PushResult) float64 { return r.PushesPerSecond }),
@@ -895,8 +913,11 @@ func reportPush(w io.Writer, o options, rs []PushResult, m PushResult) {
 		fmt.Fprintln(w)
 	}
 	const ms, n = "%10.3f", "%10.0f"
-	p50 := verdict(m.FromSendP50ms, m.FromReplyP50ms, targetPushP50ms)
-	p99 := verdict(m.FromSendP99ms, m.FromReplyP99ms, targetPushP99ms)
+	// The commit timestamp precedes the commit's flush and reply: latency
+	// from it bounds commit-to-provider from above, and tighter than the
+	// create sent (which adds the wait for a connection and the statements).
+	p50 := verdict(m.FromCommitP50ms, m.FromReplyP50ms, targetPushP50ms)
+	p99 := verdict(m.FromCommitP99ms, m.FromReplyP99ms, targetPushP99ms)
 	rate := "met"
 	switch {
 	case !burst(o):
@@ -907,10 +928,12 @@ func reportPush(w io.Writer, o options, rs []PushResult, m PushResult) {
 	case m.PushesPerSecond < targetPushRate:
 		rate = "MISSED"
 	}
-	row("commit-to-provider p50, from create sent (upper)", fmt.Sprintf("<= %d ms: %s", targetPushP50ms, p50), func(r PushResult) float64 { return r.FromSendP50ms }, "ms", ms)
+	row("commit-to-provider p50, from the commit timestamp (upper)", fmt.Sprintf("<= %d ms: %s", targetPushP50ms, p50), func(r PushResult) float64 { return r.FromCommitP50ms }, "ms", ms)
 	row("commit-to-provider p50, from 201 received (lower)", "", func(r PushResult) float64 { return r.FromReplyP50ms }, "ms", ms)
-	row("commit-to-provider p99, from create sent (upper)", fmt.Sprintf("<= %d ms: %s", targetPushP99ms, p99), func(r PushResult) float64 { return r.FromSendP99ms }, "ms", ms)
+	row("commit-to-provider p99, from the commit timestamp (upper)", fmt.Sprintf("<= %d ms: %s", targetPushP99ms, p99), func(r PushResult) float64 { return r.FromCommitP99ms }, "ms", ms)
 	row("commit-to-provider p99, from 201 received (lower)", "", func(r PushResult) float64 { return r.FromReplyP99ms }, "ms", ms)
+	row("    push p50 from create sent (the client's view)", "", func(r PushResult) float64 { return r.FromSendP50ms }, "ms", ms)
+	row("    push p99 from create sent (the client's view)", "", func(r PushResult) float64 { return r.FromSendP99ms }, "ms", ms)
 	row("server histogram p50 (delivery row to provider)", "", func(r PushResult) float64 { return r.ServerHistP50ms }, "ms", ms)
 	row("server histogram p99 (delivery row to provider)", "", func(r PushResult) float64 { return r.ServerHistP99ms }, "ms", ms)
 	row("pushes per second (first create to last push)", fmt.Sprintf(">= %d /s: %s", targetPushRate, rate), func(r PushResult) float64 { return r.PushesPerSecond }, "/s", n)
@@ -931,8 +954,10 @@ func reportPush(w io.Writer, o options, rs []PushResult, m PushResult) {
 	row("    missing", "= 0", func(r PushResult) float64 { return float64(r.Missing) }, "", n)
 	row("    duplicates", "= 0", func(r PushResult) float64 { return float64(r.Duplicates) }, "", n)
 	row("    refused by a fake, or unexpected", "= 0", func(r PushResult) float64 { return float64(r.Refused + r.Unexpected) }, "", n)
-	fmt.Fprintln(w, "\nThe commit falls between the create sent and its 201: the true commit-to-provider time lies between the two rows;")
-	fmt.Fprintln(w, "a target is met when the upper bound meets it, missed when even the lower bound does not. The server's histogram")
+	fmt.Fprintln(w, "\nThe commit falls between PostgreSQL's commit timestamp (taken as the commit record is written, before its flush)")
+	fmt.Fprintln(w, "and the 201: the true commit-to-provider time lies between the two rows; a target is met when the upper bound")
+	fmt.Fprintln(w, "meets it, missed when even the lower bound does not. From create sent adds the create's wait for a connection")
+	fmt.Fprintln(w, "and its statements. The server's histogram")
 	fmt.Fprintln(w, "is interpolated within its buckets (..., 5, 10, 30 s): coarse above a few seconds.")
 	if burst(o) {
 		fmt.Fprintln(w, "The floor is pgbench on the same cluster doing, per challenge, only its row, a delivery row and a River job")
@@ -1012,4 +1037,25 @@ func (w *waitSampler) print(out io.Writer) {
 	for _, x := range all {
 		fmt.Fprintf(out, "%8.2f  %s\n", float64(x.n)/float64(max(w.samples, 1)), x.k)
 	}
+}
+
+// commitTimes returns when each pending challenge's creating transaction
+// committed, by PostgreSQL's own clock (the bench's cluster tracks commit
+// timestamps). A pending challenge was never updated, so its row's xmin is
+// the creating transaction's.
+func commitTimes(ctx context.Context, st *stack) (map[string]time.Time, error) {
+	conn, err := pgx.Connect(ctx, st.cluster.URL("pushmfa"))
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close(context.Background())
+	rows, err := conn.Query(ctx, `SELECT id::text, pg_xact_commit_timestamp(xmin) FROM challenges WHERE state = 'pending'`)
+	if err != nil {
+		return nil, fmt.Errorf("commit timestamps: %w", err)
+	}
+	out := map[string]time.Time{}
+	var id string
+	var at time.Time
+	_, err = pgx.ForEachRow(rows, []any{&id, &at}, func() error { out[id] = at; return nil })
+	return out, err
 }

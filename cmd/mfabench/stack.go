@@ -50,6 +50,10 @@ func start(ctx context.Context, o options, env ...string) (st *stack, err error)
 	_ = os.Chmod(st.dir, 0o755)
 	st.password = randomB64(24)
 	settings := map[string]string{"max_connections": "200"}
+	if o.push {
+		// The push bench times pushes from each challenge's commit.
+		settings["track_commit_timestamp"] = "on"
+	}
 	if o.statements {
 		settings["shared_preload_libraries"] = "pg_stat_statements"
 	}
