@@ -279,7 +279,7 @@ func once(o options) (Result, error) {
 	time.Sleep(warmup)
 	s0, err := take()
 	if err == nil && stmts != nil {
-		_, err = stmts.Exec(ctx, `SELECT pg_stat_statements_reset()`)
+		_, err = stmts.Exec(ctx, `SELECT pg_stat_statements_reset(), pg_stat_reset()`)
 	}
 	profiled := make(chan error, 1)
 	if err == nil && o.profile != "" {
@@ -312,7 +312,7 @@ func once(o options) (Result, error) {
 		printStatements(ctx, stmts, res.Cycles, "full cycle")
 		// What an idle server runs.
 		time.Sleep(statsSettle)
-		_, _ = stmts.Exec(ctx, `SELECT pg_stat_statements_reset()`)
+		_, _ = stmts.Exec(ctx, `SELECT pg_stat_statements_reset(), pg_stat_reset()`)
 		i0, _ := xacts(ctx, admin)
 		time.Sleep(20 * time.Second)
 		i1, _ := xacts(ctx, admin)
@@ -568,5 +568,24 @@ func printStatements(ctx context.Context, conn *pgx.Conn, n int64, per string) {
 		var q string
 		_ = rows.Scan(&calls, &total, &longest, &q)
 		fmt.Fprintf(os.Stderr, "%8.3f %8.3f %8.1f ms  %s\n", float64(calls)/float64(n), total/float64(max(calls, 1)), longest, q)
+	}
+	rows.Close()
+	// How the tables were read: rows read by sequential scans grow with a
+	// table, so a hot statement planned to scan one shows here.
+	trows, err := conn.Query(ctx, `SELECT relname, seq_scan, seq_tup_read, coalesce(idx_scan, 0), n_live_tup, n_dead_tup,
+			autoanalyze_count + analyze_count FROM pg_stat_user_tables WHERE seq_tup_read > 0 OR idx_scan > 0
+		ORDER BY seq_tup_read DESC LIMIT 12`)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "table scans:", err)
+		return
+	}
+	defer trows.Close()
+	fmt.Fprintf(os.Stderr, "\ntables since the reset, per %s: sequential scans, rows they read, index scans; live and dead rows, analyzes:\n", per)
+	for trows.Next() {
+		var name string
+		var seq, seqRows, idx, live, dead, analyzed int64
+		_ = trows.Scan(&name, &seq, &seqRows, &idx, &live, &dead, &analyzed)
+		fmt.Fprintf(os.Stderr, "%-22s %8.3f %10.1f %8.3f   %8d %8d %3d\n", name, float64(seq)/float64(n), float64(seqRows)/float64(n),
+			float64(idx)/float64(n), live, dead, analyzed)
 	}
 }

@@ -246,7 +246,7 @@ func pushOnce(o options, ca *pushtest.CA, dir string) (PushResult, error) {
 		return res, err
 	}
 	if st.stmts != nil {
-		if _, err := st.stmts.Exec(ctx, `SELECT pg_stat_statements_reset()`); err != nil {
+		if _, err := st.stmts.Exec(ctx, `SELECT pg_stat_statements_reset(), pg_stat_reset()`); err != nil {
 			return res, err
 		}
 	}
