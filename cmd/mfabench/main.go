@@ -573,19 +573,23 @@ func printStatements(ctx context.Context, conn *pgx.Conn, n int64, per string) {
 	// How the tables were read: rows read by sequential scans grow with a
 	// table, so a hot statement planned to scan one shows here.
 	trows, err := conn.Query(ctx, `SELECT relname, seq_scan, seq_tup_read, coalesce(idx_scan, 0), n_live_tup, n_dead_tup,
-			autoanalyze_count + analyze_count FROM pg_stat_user_tables WHERE seq_tup_read > 0 OR idx_scan > 0
-		ORDER BY seq_tup_read DESC LIMIT 12`)
+			autoanalyze_count + analyze_count, pg_total_relation_size(relid) / 1024 FROM pg_stat_user_tables
+		WHERE seq_tup_read > 0 OR idx_scan > 0 ORDER BY seq_tup_read DESC LIMIT 12`)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "table scans:", err)
 		return
 	}
 	defer trows.Close()
-	fmt.Fprintf(os.Stderr, "\ntables since the reset, per %s: sequential scans, rows they read, index scans; live and dead rows, analyzes:\n", per)
+	fmt.Fprintf(os.Stderr, "\ntables since the reset, per %s: sequential scans, rows they read, index scans; live and dead rows, analyzes, KiB with indexes:\n", per)
 	for trows.Next() {
 		var name string
-		var seq, seqRows, idx, live, dead, analyzed int64
-		_ = trows.Scan(&name, &seq, &seqRows, &idx, &live, &dead, &analyzed)
-		fmt.Fprintf(os.Stderr, "%-22s %8.3f %10.1f %8.3f   %8d %8d %3d\n", name, float64(seq)/float64(n), float64(seqRows)/float64(n),
-			float64(idx)/float64(n), live, dead, analyzed)
+		var seq, seqRows, idx, live, dead, analyzed, kib int64
+		_ = trows.Scan(&name, &seq, &seqRows, &idx, &live, &dead, &analyzed, &kib)
+		fmt.Fprintf(os.Stderr, "%-22s %8.3f %10.1f %8.3f   %8d %8d %3d %9d\n", name, float64(seq)/float64(n), float64(seqRows)/float64(n),
+			float64(idx)/float64(n), live, dead, analyzed, kib)
+	}
+	var wal, buffers string
+	if err := conn.QueryRow(ctx, `SELECT pg_size_pretty(pg_current_wal_lsn() - '0/0'::pg_lsn), current_setting('shared_buffers')`).Scan(&wal, &buffers); err == nil {
+		fmt.Fprintf(os.Stderr, "WAL written since the cluster began: %s; shared_buffers %s\n", wal, buffers)
 	}
 }
