@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
 
 	"github.com/pushmfa/pushmfa/internal/push"
@@ -141,18 +142,11 @@ func (db *DB) SettleHandoffs(ctx context.Context, ss []Settlement) error {
 			due = due || time.Until(s.RetryAt) < time.Second
 		}
 	}
-	// Every row is found by its key. Left to itself, the planner would
-	// rather hash a batch of a hundred and read the whole deliveries table,
-	// whose dead rows the outcomes themselves keep adding to (the rows
-	// read per push grew through a burst). BEGIN, the settings and COMMIT
-	// ride with the statement: one round trip.
-	err := db.piped(ctx, func(p *pipe) error {
-		p.Queue(`SET LOCAL enable_seqscan = off`)
-		p.Queue(`SET LOCAL enable_hashjoin = off`)
-		p.Queue(settleSQL, jobs, deliveries, providers, outcomes, ids, reasons, at, retry, schedulerInterval.Seconds(), attempted)
-		return p.Commit(ctx)
-	})
-	if err != nil {
+	// Planned afresh each time (an unnamed statement): a plan cached while
+	// the tables were small would scan them whole, at a cost that grows
+	// with every push recorded, until the next ANALYZE.
+	if _, err := db.pool.Exec(ctx, settleSQL, pgx.QueryExecModeExec, jobs, deliveries, providers, outcomes, ids, reasons, at, retry,
+		schedulerInterval.Seconds(), attempted); err != nil {
 		return fmt.Errorf("settle %d handed-off pushes: %w", n, err)
 	}
 	if due {
