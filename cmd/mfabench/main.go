@@ -66,7 +66,6 @@ type options struct {
 	pushRate        float64
 	serverEnv       []string
 	dbParams        string
-	pgSettings      map[string]string
 }
 
 func main() {
@@ -84,7 +83,7 @@ func main() {
 	flag.BoolVar(&o.statements, "statements", false, "print the statements run per full cycle (pg_stat_statements); with -push, per challenge, and what the server's database sessions wait on")
 	flag.BoolVar(&o.push, "push", false, "measure push delivery (push.go) instead of the sign-in path")
 	flag.IntVar(&o.challenges, "challenges", 10000, "with -push: challenges in the burst")
-	flag.IntVar(&o.pushUsers, "push-users", 2000, "with -push: users, each with one APNs and one FCM device")
+	flag.IntVar(&o.pushUsers, "push-users", 200, "with -push: users, each with one APNs and one FCM device")
 	flag.IntVar(&o.pushConcurrency, "push-concurrency", 64, "with -push: concurrent clients creating the burst's challenges")
 	flag.Float64Var(&o.pushRate, "push-rate", 0, "with -push: offer challenges at this rate a second, arriving at random as from independent relying parties (0: as fast as the clients go)")
 	flag.Func("server-env", "add KEY=VALUE to the server's environment (repeatable), for experiments", func(v string) error {
@@ -95,17 +94,6 @@ func main() {
 		return nil
 	})
 	flag.StringVar(&o.dbParams, "db-params", "", "add these parameters to the server's DATABASE_URL (such as pool_max_conns=32), for experiments")
-	flag.Func("pg-setting", "set KEY=VALUE on the benchmark's PostgreSQL cluster (repeatable), for experiments", func(v string) error {
-		k, val, ok := strings.Cut(v, "=")
-		if !ok {
-			return errors.New("want KEY=VALUE")
-		}
-		if o.pgSettings == nil {
-			o.pgSettings = map[string]string{}
-		}
-		o.pgSettings[k] = val
-		return nil
-	})
 	flag.Parse()
 	var err error
 	if o.push {

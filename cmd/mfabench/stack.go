@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
-	"maps"
 	"net/http"
 	"os"
 	"os/exec"
@@ -58,7 +57,6 @@ func start(ctx context.Context, o options, env ...string) (st *stack, err error)
 	if o.statements {
 		settings["shared_preload_libraries"] = "pg_stat_statements"
 	}
-	maps.Copy(settings, o.pgSettings)
 	st.cluster, err = localpg.New(localpg.Options{Dir: filepath.Join(st.dir, "pg"), Password: st.password,
 		Settings: settings, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
