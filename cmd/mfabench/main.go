@@ -66,6 +66,8 @@ type options struct {
 	pushRate        float64
 	serverEnv       []string
 	dbParams        string
+	pgSettings      map[string]string
+	serverLog       string
 }
 
 func main() {
@@ -83,7 +85,7 @@ func main() {
 	flag.BoolVar(&o.statements, "statements", false, "print the statements run per full cycle (pg_stat_statements); with -push, per challenge, and what the server's database sessions wait on")
 	flag.BoolVar(&o.push, "push", false, "measure push delivery (push.go) instead of the sign-in path")
 	flag.IntVar(&o.challenges, "challenges", 10000, "with -push: challenges in the burst")
-	flag.IntVar(&o.pushUsers, "push-users", 200, "with -push: users, each with one APNs and one FCM device")
+	flag.IntVar(&o.pushUsers, "push-users", 2000, "with -push: users, each with one APNs and one FCM device")
 	flag.IntVar(&o.pushConcurrency, "push-concurrency", 64, "with -push: concurrent clients creating the burst's challenges")
 	flag.Float64Var(&o.pushRate, "push-rate", 0, "with -push: offer challenges at this rate a second, arriving at random as from independent relying parties (0: as fast as the clients go)")
 	flag.Func("server-env", "add KEY=VALUE to the server's environment (repeatable), for experiments", func(v string) error {
@@ -94,6 +96,18 @@ func main() {
 		return nil
 	})
 	flag.StringVar(&o.dbParams, "db-params", "", "add these parameters to the server's DATABASE_URL (such as pool_max_conns=32), for experiments")
+	flag.StringVar(&o.serverLog, "server-log", "", "write the server's log to this file, for experiments")
+	flag.Func("pg-setting", "set KEY=VALUE on the benchmark's PostgreSQL cluster (repeatable), for experiments", func(v string) error {
+		k, val, ok := strings.Cut(v, "=")
+		if !ok {
+			return errors.New("want KEY=VALUE")
+		}
+		if o.pgSettings == nil {
+			o.pgSettings = map[string]string{}
+		}
+		o.pgSettings[k] = val
+		return nil
+	})
 	flag.Parse()
 	var err error
 	if o.push {
@@ -384,8 +398,8 @@ func cycle(ctx context.Context, rp *client.Client, d *authenticator.Device, user
 }
 
 // serving reads the server's log until it says where it listens, then
-// drains the rest.
-func serving(r io.Reader) (string, error) {
+// drains the rest, into the file serverLog names if any (-server-log).
+func serving(r io.Reader, serverLog string) (string, error) {
 	buf := make([]byte, 0, 64<<10)
 	chunk := make([]byte, 4096)
 	deadline := time.Now().Add(60 * time.Second)
@@ -395,7 +409,16 @@ func serving(r io.Reader) (string, error) {
 		for _, line := range bytes.Split(buf, []byte("\n")) {
 			var l struct{ Msg, Addr string }
 			if json.Unmarshal(line, &l) == nil && l.Msg == "serving" {
-				go func() { _, _ = io.Copy(io.Discard, r) }()
+				go func() {
+					var w io.Writer = io.Discard
+					if serverLog != "" {
+						if f, err := os.Create(serverLog); err == nil {
+							defer f.Close()
+							w = f
+						}
+					}
+					_, _ = io.Copy(w, r)
+				}()
 				return l.Addr, nil
 			}
 		}

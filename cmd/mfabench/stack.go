@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"maps"
 	"net/http"
 	"os"
 	"os/exec"
@@ -57,6 +58,7 @@ func start(ctx context.Context, o options, env ...string) (st *stack, err error)
 	if o.statements {
 		settings["shared_preload_libraries"] = "pg_stat_statements"
 	}
+	maps.Copy(settings, o.pgSettings)
 	st.cluster, err = localpg.New(localpg.Options{Dir: filepath.Join(st.dir, "pg"), Password: st.password,
 		Settings: settings, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
@@ -107,7 +109,7 @@ func start(ctx context.Context, o options, env ...string) (st *stack, err error)
 		return st, err
 	}
 	st.defer_(func() { _ = st.srv.Process.Kill(); _ = st.srv.Wait() })
-	addr, err := serving(stderr)
+	addr, err := serving(stderr, o.serverLog)
 	if err != nil {
 		return st, err
 	}

@@ -27,8 +27,11 @@ const (
 	// dispatchBacklog bounds the pushes waiting for a sender; past it they
 	// go to River at once.
 	dispatchBacklog = 4096
-	// settleBatch bounds the outcomes one statement records.
-	settleBatch = 512
+	// settleBatch bounds the outcomes one transaction records, and
+	// dispatchRecorders how many such transactions run at once: a push is
+	// a keyed statement, and senders wait when the recorders fall behind.
+	settleBatch       = 256
+	dispatchRecorders = 4
 )
 
 // Dispatcher sends challenges' pushes in the process that created them,
@@ -87,8 +90,10 @@ func (d *Dispatcher) Dispatch(hs []postgres.Handoff) {
 // and every outcome is recorded before Run returns. Pushes dispatched
 // after that are sent by their jobs when the grace ends.
 func (d *Dispatcher) Run(ctx context.Context) {
-	recorded := make(chan struct{})
-	go func() { defer close(recorded); d.record() }()
+	var recorders sync.WaitGroup
+	for range dispatchRecorders {
+		recorders.Go(d.record)
+	}
 	var senders sync.WaitGroup
 	for range dispatchSenders {
 		senders.Go(func() {
@@ -114,7 +119,7 @@ left:
 		}
 	}
 	close(d.settle)
-	<-recorded
+	recorders.Wait()
 }
 
 // send makes the first attempt at a handed-off push.
@@ -149,7 +154,7 @@ func (d *Dispatcher) send(ctx context.Context, h handoff) postgres.Settlement {
 	return s
 }
 
-// record writes outcomes as they come, as many to a statement as have
+// record writes outcomes as they come, as many to a transaction as have
 // come meanwhile, until the settle channel closes.
 func (d *Dispatcher) record() {
 	batch := make([]postgres.Settlement, 0, settleBatch)

@@ -30,3 +30,6 @@ func (db *DB) Enqueue(ctx context.Context, params []river.InsertManyParams) erro
 		return err
 	})
 }
+
+// SettleSQL is settleSQL.
+const SettleSQL = settleSQL

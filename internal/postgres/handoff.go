@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
 
 	"github.com/pushmfa/pushmfa/internal/push"
@@ -94,24 +93,26 @@ type Settlement struct {
 	RetryAt time.Time
 }
 
-// settleSQL records the outcomes of handed-off pushes and deletes or
-// reschedules their jobs, for a whole batch at once. A delivery settled
-// meanwhile (by River's job, should the grace have run out) keeps its
-// outcome, and a job River has started is left to River.
-const settleSQL = `WITH s AS (
-		SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],
-			$7::timestamptz[], $8::timestamptz[], $10::bool[]) AS s(job, delivery, provider, outcome, message_id, reason, at, retry_at, attempted)
-	), recorded AS (
-		UPDATE deliveries x SET provider = s.provider, outcome = s.outcome,
-			provider_message_id = coalesce(nullif(s.message_id, ''), x.provider_message_id), reason = nullif(s.reason, ''),
-			attempts = x.attempts + CASE WHEN s.attempted THEN 1 ELSE 0 END, updated_at = s.at, sent_at = CASE WHEN s.outcome = 'sent' THEN s.at END
-		FROM s WHERE x.id = s.delivery AND s.outcome <> '' AND x.outcome IN ('pending', 'retrying')
+// settleSQL records what became of one handed-off push: the outcome on its
+// delivery, unless that was settled meanwhile (by River's job, should the
+// grace have run out), and its job deleted, or rescheduled for a retry,
+// unless River has started it. Every row is found by its primary key, one
+// statement a push: a single statement joining a whole batch let the
+// planner pick its join order from statistics in which nearly every
+// delivery is long settled, and it then scanned the deliveries table once
+// per push of the batch (seconds a batch, on a table with history).
+const settleSQL = `WITH recorded AS (
+		UPDATE deliveries SET provider = $3, outcome = $4,
+			provider_message_id = coalesce(nullif($5, ''), provider_message_id), reason = nullif($6, ''),
+			attempts = attempts + CASE WHEN $10 THEN 1 ELSE 0 END, updated_at = $7,
+			sent_at = CASE WHEN $4 = 'sent' THEN $7::timestamptz END
+		WHERE id = $2 AND $4 <> '' AND outcome IN ('pending', 'retrying')
 	), done AS (
-		DELETE FROM river_job j USING s WHERE j.id = s.job AND s.retry_at IS NULL AND j.state = 'available'
+		DELETE FROM river_job WHERE id = $1 AND $8::timestamptz IS NULL AND state = 'available'
 	)
-	UPDATE river_job j SET scheduled_at = s.retry_at,
-		state = CASE WHEN s.retry_at > now() + make_interval(secs => $9) THEN 'scheduled' ELSE 'available' END::river_job_state
-	FROM s WHERE j.id = s.job AND s.retry_at IS NOT NULL AND j.state = 'available'`
+	UPDATE river_job SET scheduled_at = $8,
+		state = CASE WHEN $8 > now() + make_interval(secs => $9) THEN 'scheduled' ELSE 'available' END::river_job_state
+	WHERE id = $1 AND $8 IS NOT NULL AND state = 'available'`
 
 // schedulerInterval is River's (maintenance.JobSchedulerIntervalDefault):
 // as River's completer does, a retry due within it is made available at
@@ -119,35 +120,31 @@ const settleSQL = `WITH s AS (
 const schedulerInterval = 5 * time.Second
 
 // SettleHandoffs records what became of handed-off pushes, in one
-// statement, and wakes the push queue when it handed River a push due now.
+// transaction and one round trip, and wakes the push queue when it handed
+// River a push due now.
 func (db *DB) SettleHandoffs(ctx context.Context, ss []Settlement) error {
 	if len(ss) == 0 {
 		return nil
 	}
-	n := len(ss)
-	jobs, deliveries := make([]int64, n), make([]*string, n)
-	providers, outcomes, ids, reasons := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-	at, retry, attempted := make([]time.Time, n), make([]*time.Time, n), make([]bool, n)
 	due := false
-	for i, s := range ss {
-		jobs[i], at[i] = s.JobID, s.At
-		if s.Outcome.Outcome != "" {
-			deliveries[i] = &ss[i].Outcome.ID
-			providers[i], outcomes[i] = s.Outcome.Provider, s.Outcome.Outcome
-			ids[i], reasons[i] = truncate(s.Outcome.ProviderMessageID, 256), truncate(s.Outcome.Reason, 512)
-			attempted[i] = s.Outcome.Attempted
+	err := db.piped(ctx, func(p *pipe) error {
+		for _, s := range ss {
+			var delivery *string
+			var retry *time.Time
+			if s.Outcome.Outcome != "" {
+				delivery = &s.Outcome.ID
+			}
+			if !s.RetryAt.IsZero() {
+				retry = &s.RetryAt
+				due = due || time.Until(s.RetryAt) < time.Second
+			}
+			p.Queue(settleSQL, s.JobID, delivery, s.Outcome.Provider, s.Outcome.Outcome, truncate(s.Outcome.ProviderMessageID, 256),
+				truncate(s.Outcome.Reason, 512), s.At, retry, schedulerInterval.Seconds(), s.Outcome.Attempted)
 		}
-		if !s.RetryAt.IsZero() {
-			retry[i] = &ss[i].RetryAt
-			due = due || time.Until(s.RetryAt) < time.Second
-		}
-	}
-	// Planned afresh each time (an unnamed statement): a plan cached while
-	// the tables were small would scan them whole, at a cost that grows
-	// with every push recorded, until the next ANALYZE.
-	if _, err := db.pool.Exec(ctx, settleSQL, pgx.QueryExecModeExec, jobs, deliveries, providers, outcomes, ids, reasons, at, retry,
-		schedulerInterval.Seconds(), attempted); err != nil {
-		return fmt.Errorf("settle %d handed-off pushes: %w", n, err)
+		return p.Commit(ctx)
+	})
+	if err != nil {
+		return fmt.Errorf("settle %d handed-off pushes: %w", len(ss), err)
 	}
 	if due {
 		db.waker.wake(wakeups([]river.InsertManyParams{{Args: queue.DeliverArgs{}}}))
