@@ -76,7 +76,7 @@ func (d *Dispatcher) Dispatch(hs []postgres.Handoff) {
 		select {
 		case d.intake <- handoff{h, now}:
 		default:
-			over = append(over, postgres.Settlement{JobID: h.JobID, At: now, RetryAt: now})
+			over = append(over, postgres.HandOver(h.JobID, now))
 		}
 	}
 	if len(over) > 0 {
@@ -112,8 +112,7 @@ left:
 	for {
 		select {
 		case h := <-d.intake:
-			now := time.Now()
-			d.settle <- postgres.Settlement{JobID: h.JobID, At: now, RetryAt: now}
+			d.settle <- postgres.HandOver(h.JobID, time.Now())
 		default:
 			break left
 		}
@@ -126,15 +125,11 @@ left:
 func (d *Dispatcher) send(ctx context.Context, h handoff) postgres.Settlement {
 	if time.Since(h.at) > dispatchStartBy {
 		// Too late to be sure of settling it within the grace.
-		now := time.Now()
-		return postgres.Settlement{JobID: h.JobID, At: now, RetryAt: now}
+		return postgres.HandOver(h.JobID, time.Now())
 	}
 	if d.settled != nil && d.settled(h.Message.ChallengeID, time.Now()) {
 		// Answered or cancelled in the moment since its commit.
-		d.pusher.count(h.Message.Provider, postgres.OutcomeSkipped)
-		return postgres.Settlement{JobID: h.JobID, At: time.Now(), Outcome: postgres.DeliveryOutcome{ID: h.Message.DeliveryID,
-			Provider: h.Message.Provider, Outcome: postgres.OutcomeSkipped,
-			Reason: "the challenge resolved or expired before the push was sent"}}
+		return postgres.Settlement{JobID: h.JobID, At: time.Now(), Outcome: d.pusher.skip(h.Message, reasonChallengeOver)}
 	}
 	v := d.pusher.attempt(ctx, h.PendingDelivery, 1, d.maxAttempts, dispatchSendTimeout)
 	now := time.Now()

@@ -322,16 +322,12 @@ func (w *deliverWorker) Work(ctx context.Context, job *river.Job[queue.DeliverAr
 		return err
 	}
 	m := d.Message
-	skip := func(reason string) error {
-		w.count(m.Provider, postgres.OutcomeSkipped)
-		return w.db.RecordDelivery(ctx, postgres.DeliveryOutcome{ID: m.DeliveryID, Provider: m.Provider,
-			Outcome: postgres.OutcomeSkipped, Reason: reason})
-	}
+	skip := func(reason string) error { return w.db.RecordDelivery(ctx, w.skip(m, reason)) }
 	switch {
 	case d.Gone:
 		return skip("the device was revoked or has no push token")
 	case d.Stale && m.Kind == push.KindChallenge:
-		return skip("the challenge resolved or expired before the push was sent")
+		return skip(reasonChallengeOver)
 	case d.Stale:
 		return skip("the notification is no longer worth sending")
 	}
@@ -442,6 +438,15 @@ func (w *pusher) attempt(ctx context.Context, d postgres.PendingDelivery, attemp
 	v.outcome.Outcome, v.retryIn, v.asked = postgres.OutcomeRetrying, wait, e.RetryAfter > 0
 	w.count(provider.Name(), v.outcome.Outcome)
 	return v
+}
+
+// reasonChallengeOver is why a challenge's push is skipped once it is over.
+const reasonChallengeOver = "the challenge resolved or expired before the push was sent"
+
+// skip counts a push not sent, and returns its outcome to record.
+func (w *pusher) skip(m push.Message, reason string) postgres.DeliveryOutcome {
+	w.count(m.Provider, postgres.OutcomeSkipped)
+	return postgres.DeliveryOutcome{ID: m.DeliveryID, Provider: m.Provider, Outcome: postgres.OutcomeSkipped, Reason: reason}
 }
 
 func (w *pusher) count(provider, outcome string) {

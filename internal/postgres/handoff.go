@@ -93,6 +93,12 @@ type Settlement struct {
 	RetryAt time.Time
 }
 
+// HandOver is the settlement that gives a push, untried here, to its River
+// job, due at once.
+func HandOver(jobID int64, at time.Time) Settlement {
+	return Settlement{JobID: jobID, At: at, RetryAt: at}
+}
+
 // settleSQL records what became of one handed-off push: the outcome on its
 // delivery, unless that was settled meanwhile (by River's job, should the
 // grace have run out), and its job deleted, or rescheduled for a retry,
@@ -162,7 +168,7 @@ func (db *DB) handOver(jobs []int64) {
 	now := time.Now()
 	ss := make([]Settlement, len(jobs))
 	for i, j := range jobs {
-		ss[i] = Settlement{JobID: j, At: now, RetryAt: now}
+		ss[i] = HandOver(j, now)
 	}
 	if err := db.SettleHandoffs(ctx, ss); err != nil {
 		// The jobs still fall due when the grace ends.
