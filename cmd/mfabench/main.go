@@ -611,6 +611,25 @@ func printStatements(ctx context.Context, conn *pgx.Conn, n int64, per string) {
 		fmt.Fprintf(os.Stderr, "%-22s %8.3f %10.1f %8.3f   %8d %8d %3d %9d\n", name, float64(seq)/float64(n), float64(seqRows)/float64(n),
 			float64(idx)/float64(n), live, dead, analyzed, kib)
 	}
+	trows.Close()
+	// Index entries read per scan: a statement whose plan walks an index by
+	// a leading column it does not bind (a generic plan, a foreign key's
+	// check) reads many entries a scan.
+	irows, err := conn.Query(ctx, `SELECT relname, indexrelname, idx_scan, idx_tup_read, idx_tup_fetch FROM pg_stat_user_indexes
+		WHERE idx_scan > 0 ORDER BY idx_tup_read DESC LIMIT 12`)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "index scans:", err)
+		return
+	}
+	defer irows.Close()
+	fmt.Fprintf(os.Stderr, "\nindexes since the reset, per %s: scans, entries read, rows fetched; entries read a scan:\n", per)
+	for irows.Next() {
+		var table, index string
+		var scans, read, fetched int64
+		_ = irows.Scan(&table, &index, &scans, &read, &fetched)
+		fmt.Fprintf(os.Stderr, "%-44s %8.3f %10.1f %8.3f   %8.1f\n", table+"."+index, float64(scans)/float64(n), float64(read)/float64(n),
+			float64(fetched)/float64(n), float64(read)/float64(max(scans, 1)))
+	}
 	var wal, buffers string
 	if err := conn.QueryRow(ctx, `SELECT pg_size_pretty(pg_current_wal_lsn() - '0/0'::pg_lsn), current_setting('shared_buffers')`).Scan(&wal, &buffers); err == nil {
 		fmt.Fprintf(os.Stderr, "WAL written since the cluster began: %s; shared_buffers %s\n", wal, buffers)

@@ -106,7 +106,10 @@ func HandOver(jobID int64, at time.Time) Settlement {
 // statement a push: a single statement joining a whole batch let the
 // planner pick its join order from statistics in which nearly every
 // delivery is long settled, and it then scanned the deliveries table once
-// per push of the batch (seconds a batch, on a table with history).
+// per push of the batch (seconds a batch, on a table with history). A job's
+// state is compared as text so that it cannot steer a cached plan to River's
+// fetching index (state first): planned while the table was small, that
+// plan walked every available job of a burst (thousands) for each push.
 const settleSQL = `WITH recorded AS (
 		UPDATE deliveries SET provider = $3, outcome = $4,
 			provider_message_id = coalesce(nullif($5, ''), provider_message_id), reason = nullif($6, ''),
@@ -114,11 +117,11 @@ const settleSQL = `WITH recorded AS (
 			sent_at = CASE WHEN $4 = 'sent' THEN $7::timestamptz END
 		WHERE id = $2 AND $4 <> '' AND outcome IN ('pending', 'retrying')
 	), done AS (
-		DELETE FROM river_job WHERE id = $1 AND $8::timestamptz IS NULL AND state = 'available'
+		DELETE FROM river_job WHERE id = $1 AND $8::timestamptz IS NULL AND state::text = 'available'
 	)
 	UPDATE river_job SET scheduled_at = $8,
 		state = CASE WHEN $8 > now() + make_interval(secs => $9) THEN 'scheduled' ELSE 'available' END::river_job_state
-	WHERE id = $1 AND $8 IS NOT NULL AND state = 'available'`
+	WHERE id = $1 AND $8 IS NOT NULL AND state::text = 'available'`
 
 // schedulerInterval is River's (maintenance.JobSchedulerIntervalDefault):
 // as River's completer does, a retry due within it is made available at

@@ -392,4 +392,40 @@ func TestSettlePlanUsesKeys(t *testing.T) {
 	if !strings.Contains(text, "Index Scan using deliveries_pkey") || strings.Contains(text, "Seq Scan on deliveries") {
 		t.Errorf("settle plan does not find the delivery by its key:\n%s", text)
 	}
+	// A plan cached while River's table was small once found jobs through
+	// River's fetching index, by state, and then walked every available job
+	// of a burst for each push. Even with River's key out of the way (in a
+	// transaction rolled back), no plan may look a job up by its state.
+	later := time.Now().Add(time.Minute)
+	for _, retry := range []*time.Time{nil, &later} {
+		tx, err := s.pool.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tx.Exec(ctx, `ALTER TABLE river_job DROP CONSTRAINT river_job_pkey`); err != nil {
+			t.Fatal(err)
+		}
+		// Statistics from a quiet time, when every job was finished, then
+		// a burst's worth of jobs waiting out their grace.
+		if _, err := tx.Exec(ctx, `INSERT INTO river_job (args, kind, max_attempts, queue, state, scheduled_at, attempt, attempted_at, finalized_at)
+			SELECT '{}', 'deliver', 25, 'push', 'completed', now(), 1, now(), now() FROM generate_series(1, 5000);
+			ANALYZE river_job;
+			INSERT INTO river_job (args, kind, max_attempts, queue, state, scheduled_at)
+			SELECT '{}', 'deliver', 25, 'push', 'available', now() + interval '10 s' FROM generate_series(1, 5000)`); err != nil {
+			t.Fatal(err)
+		}
+		rows, err := tx.Query(ctx, `EXPLAIN `+postgres.SettleSQL, h.JobID, h.Message.DeliveryID, "apns", "sent", "msg", "",
+			time.Now(), retry, 5.0, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		plan, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = tx.Rollback(ctx)
+		if text := strings.Join(plan, "\n"); strings.Contains(text, "Index Cond: ((state =") || strings.Contains(text, "Index Cond: (state =") {
+			t.Errorf("settle plan (retry %v) finds River's job by its state:\n%s", retry, text)
+		}
+	}
 }
