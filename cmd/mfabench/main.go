@@ -577,20 +577,23 @@ func saveProfile(path string, d time.Duration) error {
 // printStatements lists what the database ran per full cycle (or per
 // whatever n counts).
 func printStatements(ctx context.Context, conn *pgx.Conn, n int64, per string) {
-	rows, err := conn.Query(ctx, `SELECT calls, total_exec_time, max_exec_time, left(regexp_replace(query, '\s+', ' ', 'g'), 90) FROM pg_stat_statements
+	rows, err := conn.Query(ctx, `SELECT calls, plans, total_exec_time, max_exec_time, left(regexp_replace(query, '\s+', ' ', 'g'), 90) FROM pg_stat_statements
 		WHERE dbid = (SELECT oid FROM pg_database WHERE datname = 'pushmfa') ORDER BY calls DESC LIMIT 40`)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "statements:", err)
 		return
 	}
 	defer rows.Close()
-	fmt.Fprintf(os.Stderr, "\nstatements per %s (%d), with the mean and the longest execution time:\n", per, n)
+	// Plans are counted only with pg_stat_statements.track_planning on
+	// (-pg-setting): a statement planned at every call shows 1.000.
+	fmt.Fprintf(os.Stderr, "\nstatements per %s (%d), plans per call, with the mean and the longest execution time:\n", per, n)
 	for rows.Next() {
-		var calls int64
+		var calls, plans int64
 		var total, longest float64
 		var q string
-		_ = rows.Scan(&calls, &total, &longest, &q)
-		fmt.Fprintf(os.Stderr, "%8.3f %8.3f %8.1f ms  %s\n", float64(calls)/float64(n), total/float64(max(calls, 1)), longest, q)
+		_ = rows.Scan(&calls, &plans, &total, &longest, &q)
+		fmt.Fprintf(os.Stderr, "%8.3f %5.3f %8.3f %8.1f ms  %s\n", float64(calls)/float64(n), float64(plans)/float64(max(calls, 1)),
+			total/float64(max(calls, 1)), longest, q)
 	}
 	rows.Close()
 	// How the tables were read: rows read by sequential scans grow with a
