@@ -98,6 +98,10 @@ func NewClient(cfg Config) (*river.Client[pgx.Tx], error) {
 	}
 	client, err := river.NewClient(riverpgxv5.New(cfg.DB.Pool()), &river.Config{
 		Logger: slog.New(warnOnly{cfg.Logger.Handler()}),
+		// River reports a job's error at info level, below what its
+		// logger passes on: without this, a worker failing at every
+		// attempt would leave no line in the log.
+		ErrorHandler: jobErrorLogger{cfg.Logger},
 		Queues: map[string]river.QueueConfig{
 			river.QueueDefault: {MaxWorkers: maxWorkers, FetchCooldown: housekeepingFetchCooldown},
 			// Pushes start the instant their challenge commits: a NOTIFY
@@ -133,6 +137,22 @@ func NewClient(cfg Config) (*river.Client[pgx.Tx], error) {
 		return nil, fmt.Errorf("river client: %w", err)
 	}
 	return client, nil
+}
+
+// jobErrorLogger logs the error of each failed job attempt, which River
+// then retries or gives up on as the job's policy says.
+type jobErrorLogger struct{ logger *slog.Logger }
+
+func (l jobErrorLogger) HandleError(ctx context.Context, job *rivertype.JobRow, err error) *river.ErrorHandlerResult {
+	l.logger.WarnContext(ctx, "job attempt failed", "job_kind", job.Kind, "job_id", job.ID, "attempt", job.Attempt,
+		"max_attempts", job.MaxAttempts, "error", err.Error())
+	return nil
+}
+
+func (l jobErrorLogger) HandlePanic(ctx context.Context, job *rivertype.JobRow, panicVal any, trace string) *river.ErrorHandlerResult {
+	l.logger.ErrorContext(ctx, "job panicked", "job_kind", job.Kind, "job_id", job.ID, "attempt", job.Attempt,
+		"panic", fmt.Sprint(panicVal), "trace", trace)
+	return nil
 }
 
 // warnOnly keeps River's routine info lines out of the service log.

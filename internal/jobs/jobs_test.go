@@ -1,9 +1,14 @@
 package jobs_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/json"
+	"fmt"
 	"log/slog"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -12,6 +17,7 @@ import (
 	"github.com/pushmfa/pushmfa/internal/metrics"
 	"github.com/pushmfa/pushmfa/internal/pgtest"
 	"github.com/pushmfa/pushmfa/internal/postgres"
+	"github.com/pushmfa/pushmfa/internal/queue"
 	"github.com/pushmfa/pushmfa/internal/seal"
 )
 
@@ -79,4 +85,66 @@ func TestPeriodicJobsRun(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond) // waiting on River, not asserting a duration
 	}
+}
+
+// TestFailedJobIsLogged checks that a job's failed attempt leaves a line in
+// the log (River reports it below the level its logger passes on): here a
+// push whose delivery row cannot be read.
+func TestFailedJobIsLogged(t *testing.T) {
+	t.Parallel()
+	tdb := pgtest.New(t)
+	ctx := context.Background()
+	key := make([]byte, 32)
+	_, _ = rand.Read(key)
+	keys, _ := seal.NewKeyring(key)
+	var logs syncBuffer
+	logger := slog.New(slog.NewJSONHandler(&logs, nil))
+	db := postgres.New(tdb.Pool, keys, slog.New(slog.DiscardHandler))
+	client, err := jobs.NewClient(jobs.Config{DB: db, Metrics: metrics.New(), Logger: logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := client.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer client.Stop(ctx) //nolint:errcheck
+	missing := "0b6f0d5e-9d3c-4c55-8c1e-3d1c2a4b5f60"
+	job, err := client.Insert(ctx, queue.DeliverArgs{DeliveryID: missing}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		for _, line := range strings.Split(logs.String(), "\n") {
+			var rec map[string]any
+			if json.Unmarshal([]byte(line), &rec) != nil || rec["msg"] != "job attempt failed" {
+				continue
+			}
+			if rec["level"] != "WARN" || rec["job_kind"] != "deliver" || rec["job_id"] != float64(job.Job.ID) ||
+				!strings.Contains(fmt.Sprint(rec["error"]), "read delivery "+missing) {
+				t.Fatalf("log line %s", line)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no log line for the failed job after 20 s:\n%s", logs.String())
+		}
+	}
+}
+
+// syncBuffer is a log destination safe for concurrent writers.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }

@@ -198,6 +198,12 @@ func (c *Client) Post(ctx context.Context, rawURL string, secret, body []byte, n
 	req.Header.Set("X-Signature", Sign(secret, now, body))
 	resp, err := client.Do(req)
 	if err != nil {
+		// Not the URL: its path or query may carry a credential of the
+		// receiver's, and the error is stored and logged.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = fmt.Errorf("POST to %s: %w", req.URL.Host, ue.Err)
+		}
 		return Result{}, err
 	}
 	defer resp.Body.Close()

@@ -113,6 +113,24 @@ func TestTimeout(t *testing.T) {
 	}
 }
 
+// TestErrorHidesThePath: a failed call's error, which is stored and
+// logged, names the host but not the URL's path or query, where receivers
+// often put a credential of theirs.
+func TestErrorHidesThePath(t *testing.T) {
+	t.Parallel()
+	gone := httptest.NewServer(http.NotFoundHandler())
+	gone.Close() // nothing listens there now
+	c := &Client{Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}, Timeout: time.Second}
+	_, err := c.Post(context.Background(), gone.URL+"/hooks/T0K3N-path?token=s3cr3t-query", nil, []byte("{}"), time.Now())
+	if err == nil {
+		t.Fatal("a call to a closed port succeeded")
+	}
+	host := strings.TrimPrefix(gone.URL, "http://")
+	if msg := err.Error(); strings.Contains(msg, "T0K3N-path") || strings.Contains(msg, "s3cr3t-query") || !strings.Contains(msg, host) {
+		t.Fatalf("error %q: want the host %s and neither the path nor the query", msg, host)
+	}
+}
+
 // scriptedResolver answers each lookup with the next of its answers (the
 // last one again when they run out), counting the lookups.
 type scriptedResolver struct {
