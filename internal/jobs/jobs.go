@@ -417,7 +417,13 @@ func (w *pusher) attempt(ctx context.Context, d postgres.PendingDelivery, attemp
 	cancel()
 	if err == nil {
 		w.count(provider.Name(), postgres.OutcomeSent)
-		w.metrics.PushCommitToProvider.WithLabelValues(provider.Name()).Observe(time.Since(d.Queued).Seconds())
+		// From the commit's acknowledgement when this process saw it, else
+		// from the delivery's row, written just before its commit.
+		from := d.Queued
+		if !d.Committed.IsZero() {
+			from = d.Committed
+		}
+		w.metrics.PushCommitToProvider.WithLabelValues(provider.Name()).Observe(time.Since(from).Seconds())
 		return verdict{outcome: postgres.DeliveryOutcome{ID: m.DeliveryID, Provider: provider.Name(),
 			Outcome: postgres.OutcomeSent, ProviderMessageID: id, Attempted: true}}
 	}

@@ -71,8 +71,10 @@ func New() *Metrics {
 			Help: "Pushes a provider refused for a reason on our side (credentials, topic, permission), by provider and reason.",
 		}, []string{"provider", "reason"}),
 		PushCommitToProvider: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "pushmfa_push_commit_to_provider_seconds",
-			Help:    "Time from the commit of a push (with its challenge) to the provider accepting it, by provider.",
+			Name: "pushmfa_push_commit_to_provider_seconds",
+			Help: "Time from the commit of a push (with its challenge) to the provider accepting it, by provider: " +
+				"from PostgreSQL's acknowledgement of the commit when the creating process sends the push, " +
+				"else from the delivery's row, written just before the commit.",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
 		}, []string{"provider"}),
 		PushToAnswer: prometheus.NewHistogram(prometheus.HistogramOpts{

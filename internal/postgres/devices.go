@@ -308,6 +308,9 @@ type PendingDelivery struct {
 	// Queued is when the delivery was written: for a challenge's push, the
 	// statement that wrote it, which COMMIT follows in the same round trip.
 	Queued time.Time
+	// Committed is when PostgreSQL acknowledged the commit, for a push
+	// handed over by the process that wrote it; zero for one River works.
+	Committed time.Time
 	// Done reports a delivery already settled (sent, failed or skipped): a
 	// retried job must not send it again.
 	Done bool

@@ -53,6 +53,7 @@ type Handoff struct {
 func (db *DB) handoffs(c *challengeWrite) ([]Handoff, []int64) {
 	hs := make([]Handoff, 0, len(c.jobs))
 	var unopened []int64
+	committed := time.Now() // just after the commit returned
 	for i, job := range c.jobs {
 		d := c.devices[i]
 		if job == 0 {
@@ -62,7 +63,7 @@ func (db *DB) handoffs(c *challengeWrite) ([]Handoff, []int64) {
 			unopened = append(unopened, job)
 			continue
 		}
-		h := Handoff{JobID: job, PendingDelivery: PendingDelivery{Queued: c.queued[i], sealedToken: d.token,
+		h := Handoff{JobID: job, PendingDelivery: PendingDelivery{Queued: c.queued[i], Committed: committed, sealedToken: d.token,
 			Message: push.Message{DeliveryID: c.deliveries[i], DeviceID: d.id, Provider: d.provider,
 				Kind: push.KindChallenge, ChallengeID: c.challenge.ID, Expires: c.challenge.ExpiresAt}}}
 		t, err := db.keys.Open(seal.Box{KeyID: d.keyID, Data: d.token}, seal.Place{Table: "devices", Column: "push_token", Row: d.id})

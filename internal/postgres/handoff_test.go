@@ -161,6 +161,10 @@ func TestCreateHandsOffPushes(t *testing.T) {
 		if device != m.DeviceID || challengeID != c.ID || !created.Equal(h.Queued) {
 			t.Errorf("delivery row (%s, %s, %v) does not match the handoff (%s, queued %v)", device, challengeID, created, m.DeviceID, h.Queued)
 		}
+		// The commit's acknowledgement comes after the row, before now.
+		if h.Committed.Before(h.Queued) || h.Committed.After(time.Now()) {
+			t.Errorf("handoff committed at %v, queued at %v", h.Committed, h.Queued)
+		}
 		var args string
 		var due time.Duration
 		var state string
