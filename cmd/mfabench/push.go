@@ -964,9 +964,9 @@ func reportPush(w io.Writer, o options, rs []PushResult, m PushResult) {
 	fmt.Fprintln(w, "\nThe commit falls between PostgreSQL's commit timestamp (taken as the commit record is written, before its flush)")
 	fmt.Fprintln(w, "and the 201: the true commit-to-provider time lies between the two rows; a target is met when the upper bound")
 	fmt.Fprintln(w, "meets it, missed when even the lower bound does not. From create sent adds the create's wait for a connection")
-	fmt.Fprintln(w, "and its statements. The server's histogram times each push from the moment its process saw PostgreSQL")
-	fmt.Fprintln(w, "acknowledge the commit (after the flush, so a lower bound too, and tighter than the 201); it is interpolated")
-	fmt.Fprintln(w, "within its buckets (1, 2.5, 5, 10, 25, 50, 100 ms, ...).")
+	fmt.Fprintln(w, "and its statements. The server's histogram is its own view: from the moment it saw PostgreSQL acknowledge")
+	fmt.Fprintln(w, "the commit to the provider's answer reaching it (so it includes the answer's way back, which the fakes'")
+	fmt.Fprintln(w, "arrival times do not), interpolated within its buckets (1, 2.5, 5, 10, 25, 50, 100 ms, ...).")
 	if burst(o) {
 		fmt.Fprintln(w, "The floor is pgbench on the same cluster doing, per challenge, only its row, a delivery row and a River job")
 		fmt.Fprintln(w, "per device, then the outcomes and the jobs' completion (cmd/mfabench/floor.go), with the machine to itself:")
