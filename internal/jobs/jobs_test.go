@@ -1,17 +1,16 @@
 package jobs_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/pushmfa/pushmfa/internal/apitest"
 	"github.com/pushmfa/pushmfa/internal/audit"
 	"github.com/pushmfa/pushmfa/internal/jobs"
 	"github.com/pushmfa/pushmfa/internal/metrics"
@@ -30,13 +29,9 @@ var jobsActor = audit.Actor{Type: audit.ActorSystem, ID: "test"}
 // (live ones kept) and audit events get sealed.
 func TestPeriodicJobsRun(t *testing.T) {
 	t.Parallel()
-	tdb := pgtest.New(t)
+	tdb, db := newStore(t)
 	ctx := context.Background()
-	key := make([]byte, 32)
-	_, _ = rand.Read(key)
-	keys, _ := seal.NewKeyring(key)
 	logger := slog.New(slog.DiscardHandler)
-	db := postgres.New(tdb.Pool, keys, logger)
 
 	_, err := tdb.Pool.Exec(ctx, `INSERT INTO used_jtis (issuer, jti, expires_at) VALUES
 		('d1', 'old', now() - interval '10 minutes'), ('d1', 'live', now() + interval '1 hour')`)
@@ -92,14 +87,10 @@ func TestPeriodicJobsRun(t *testing.T) {
 // push whose delivery row cannot be read.
 func TestFailedJobIsLogged(t *testing.T) {
 	t.Parallel()
-	tdb := pgtest.New(t)
+	_, db := newStore(t)
 	ctx := context.Background()
-	key := make([]byte, 32)
-	_, _ = rand.Read(key)
-	keys, _ := seal.NewKeyring(key)
-	var logs syncBuffer
-	logger := slog.New(slog.NewJSONHandler(&logs, nil))
-	db := postgres.New(tdb.Pool, keys, slog.New(slog.DiscardHandler))
+	logs := &apitest.LogBuffer{}
+	logger := slog.New(slog.NewJSONHandler(logs, nil))
 	client, err := jobs.NewClient(jobs.Config{DB: db, Metrics: metrics.New(), Logger: logger})
 	if err != nil {
 		t.Fatal(err)
@@ -131,20 +122,15 @@ func TestFailedJobIsLogged(t *testing.T) {
 	}
 }
 
-// syncBuffer is a log destination safe for concurrent writers.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
+// newStore gives a test a store on its own migrated database.
+func newStore(t *testing.T) (*pgtest.DB, *postgres.DB) {
+	t.Helper()
+	tdb := pgtest.New(t)
+	key := make([]byte, seal.KeySize)
+	_, _ = rand.Read(key)
+	keys, err := seal.NewKeyring(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tdb, postgres.New(tdb.Pool, keys, slog.New(slog.DiscardHandler))
 }
