@@ -10,6 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/riverqueue/river"
+
 	"github.com/pushmfa/pushmfa/internal/apitest"
 	"github.com/pushmfa/pushmfa/internal/audit"
 	"github.com/pushmfa/pushmfa/internal/jobs"
@@ -46,14 +49,7 @@ func TestPeriodicJobsRun(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	client, err := jobs.NewClient(jobs.Config{DB: db, Metrics: metrics.New(), Logger: logger})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := client.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer client.Stop(ctx) //nolint:errcheck
+	startClient(t, db, logger)
 
 	deadline := time.Now().Add(20 * time.Second)
 	for {
@@ -91,14 +87,7 @@ func TestFailedJobIsLogged(t *testing.T) {
 	ctx := context.Background()
 	logs := &apitest.LogBuffer{}
 	logger := slog.New(slog.NewJSONHandler(logs, nil))
-	client, err := jobs.NewClient(jobs.Config{DB: db, Metrics: metrics.New(), Logger: logger})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := client.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer client.Stop(ctx) //nolint:errcheck
+	client := startClient(t, db, logger)
 	missing := "0b6f0d5e-9d3c-4c55-8c1e-3d1c2a4b5f60"
 	job, err := client.Insert(ctx, queue.DeliverArgs{DeliveryID: missing}, nil)
 	if err != nil {
@@ -120,6 +109,20 @@ func TestFailedJobIsLogged(t *testing.T) {
 			t.Fatalf("no log line for the failed job after 20 s:\n%s", logs.String())
 		}
 	}
+}
+
+// startClient starts the service's River client for the test's length.
+func startClient(t *testing.T, db *postgres.DB, logger *slog.Logger) *river.Client[pgx.Tx] {
+	t.Helper()
+	client, err := jobs.NewClient(jobs.Config{DB: db, Metrics: metrics.New(), Logger: logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := client.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = client.Stop(context.Background()) })
+	return client
 }
 
 // newStore gives a test a store on its own migrated database.
