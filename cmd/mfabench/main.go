@@ -291,9 +291,14 @@ func once(o options) (Result, error) {
 		return s, err
 	}
 	time.Sleep(warmup)
-	s0, err := take()
-	if err == nil && stmts != nil {
+	// pg_stat_reset zeroes pg_stat_database's counters too: reset before
+	// the first sample, or the window's transactions come out negative.
+	if stmts != nil {
 		_, err = stmts.Exec(ctx, `SELECT pg_stat_statements_reset(), pg_stat_reset()`)
+	}
+	var s0 sample
+	if err == nil {
+		s0, err = take()
 	}
 	profiled := make(chan error, 1)
 	if err == nil && o.profile != "" {

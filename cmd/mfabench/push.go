@@ -248,14 +248,16 @@ func pushOnce(o options, ca *pushtest.CA, dir string) (PushResult, error) {
 	if err != nil {
 		return res, err
 	}
-	tx0, err := xacts(ctx, st.admin)
-	if err != nil {
-		return res, err
-	}
+	// pg_stat_reset zeroes pg_stat_database's counters too: reset before
+	// the first sample, or the burst's transactions come out negative.
 	if st.stmts != nil {
 		if _, err := st.stmts.Exec(ctx, `SELECT pg_stat_statements_reset(), pg_stat_reset()`); err != nil {
 			return res, err
 		}
+	}
+	tx0, err := xacts(ctx, st.admin)
+	if err != nil {
+		return res, err
 	}
 	var waits *waitSampler
 	if st.stmts != nil {
